@@ -1,0 +1,44 @@
+"""One pooled asyncio Redis client per event loop, for the hot path.
+
+Django's cache API (django-redis) is synchronous; the request path (rate
+limiter, response cache, history) talks to Redis through this async client so
+it never blocks the event loop. Clients are bound to the loop that created
+them, hence one per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def redis_enabled() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def get_redis() -> aioredis.Redis:
+    """The client for the running loop. Raises RuntimeError when REDIS_URL is unset."""
+    if not settings.REDIS_URL:
+        raise RuntimeError("REDIS_URL is not configured")
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=settings.REDIS_TIMEOUT,
+            socket_timeout=settings.REDIS_TIMEOUT,
+            health_check_interval=30,
+            decode_responses=False,
+        )
+        _clients[loop] = client
+    return client
+
+
+def key(*parts: object) -> str:
+    """A namespaced key: ``key("history", 42) -> "vh:history:42"``."""
+    return ":".join([settings.REDIS_KEY_PREFIX, *(str(p) for p in parts)])

@@ -1,0 +1,98 @@
+"""Every platform metric, declared once (django-prometheus adds the django_* ones).
+
+Names are unit-suffixed; labels are small fixed sets (never a user, document or
+conversation id). Under several worker processes set PROMETHEUS_MULTIPROC_DIR:
+prometheus_client then writes per-process files that /metrics aggregates;
+gauges declare how they aggregate (``multiprocess_mode``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2)
+
+# --- HTTP / websocket edge ----------------------------------------------------
+REQUEST_DURATION = Histogram(
+    "request_duration_seconds",
+    "Time to answer an API or chat request, to the last byte of the answer.",
+    ["endpoint", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "API and chat requests by status class (2xx, 4xx, 5xx).",
+    ["endpoint", "status"],
+)
+WEBSOCKET_CONNECTIONS = Gauge(
+    "chat_websocket_connections",
+    "Open chat websocket connections.",
+    multiprocess_mode="livesum",
+)
+
+# --- chat pipeline -------------------------------------------------------------
+CHAT_ERRORS = Counter("chat_errors_total", "Chat requests that ended in an error, by error code.", ["code"])
+CHAT_RESPONSES = Counter(
+    "chat_responses_total", "Finished chat answers by outcome (complete, partial, error, cached).", ["status"]
+)
+
+# --- inference -------------------------------------------------------------------
+INFERENCE_REQUESTS = Counter(
+    "inference_requests_total", "Upstream model calls by endpoint, kind and outcome.", ["endpoint", "kind", "outcome"]
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "inference_time_to_first_token_seconds", "Upstream time to first token.", ["endpoint"], buckets=_LATENCY_BUCKETS
+)
+TIME_PER_OUTPUT_TOKEN = Histogram(
+    "inference_time_per_output_token_seconds",
+    "Gap between consecutive streamed tokens (inter-token latency).",
+    ["endpoint"],
+    buckets=_TOKEN_BUCKETS,
+)
+TOKENS_GENERATED = Counter("inference_generated_tokens_total", "Completion tokens generated.", ["endpoint"])
+PROMPT_TOKENS = Counter("inference_prompt_tokens_total", "Prompt tokens sent.", ["endpoint"])
+TOKENS_PER_SECOND = Histogram(
+    "inference_tokens_per_second",
+    "Decode throughput of one answer (completion tokens / generation time).",
+    ["endpoint"],
+    buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640),
+)
+QUEUE_DEPTH = Gauge(
+    "inference_queue_depth", "Requests waiting for an endpoint slot.", ["endpoint"], multiprocess_mode="livesum"
+)
+QUEUE_WAIT = Histogram(
+    "inference_queue_wait_seconds", "Time spent waiting for an endpoint slot.", ["endpoint"], buckets=_LATENCY_BUCKETS
+)
+ENDPOINT_UP = Gauge(
+    "inference_endpoint_up", "1 when the endpoint's last health check passed.", ["endpoint", "kind"],
+    multiprocess_mode="max",
+)
+BREAKER_STATE = Gauge(
+    "inference_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", ["endpoint"],
+    multiprocess_mode="max",
+)
+EMBEDDING_BATCH_SIZE = Histogram(
+    "embedding_batch_size", "Texts per embedding call sent upstream.", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+
+# --- retrieval -----------------------------------------------------------------
+RETRIEVAL_DURATION = Histogram(
+    "retrieval_duration_seconds",
+    "Retrieval stage latency (search: the engine query; rerank: the reranker call; total).",
+    ["stage", "backend"],
+    buckets=_LATENCY_BUCKETS,
+)
+DOCUMENTS_INDEXED = Counter("knowledge_chunks_indexed_total", "Chunks written to the search index.", ["backend"])
+
+# --- gateway controls ---------------------------------------------------------
+CACHE_REQUESTS = Counter("response_cache_requests_total", "Response cache lookups by result.", ["result"])
+CACHE_LATENCY = Histogram(
+    "response_cache_duration_seconds", "Response cache lookup latency.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                                                  0.025, 0.05, 0.1, 0.25)
+)
+RATELIMIT_REJECTIONS = Counter("ratelimit_rejections_total", "Requests refused by a rate limit, by scope.", ["scope"])
+RATELIMIT_LATENCY = Histogram(
+    "ratelimit_check_duration_seconds", "Rate limiter check latency.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                                                0.025, 0.05, 0.1, 0.25)
+)
