@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "inference",
     "knowledge",
     "chat",
+    "chat.gateway",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,12 @@ VLLM_API_KEY = env_opt("VLLM_API_KEY")
 # Where the run command starts the local llama.cpp server when VLLM_URL is unset.
 LOCAL_LLM_URL = env_str("LOCAL_LLM_URL", "http://127.0.0.1:8081/v1")
 TRITON_URL = env_opt("TRITON_URL")
+
+# --- Knowledge (ingestion, chunking, retrieval) -----------------------------
+
+# --- Chat ----------------------------------------------------------------------
+
+# --- Gateway controls (API keys, rate limits, response cache, validation) ------
 
 # --- Health -----------------------------------------------------------------
 
