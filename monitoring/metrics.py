@@ -39,10 +39,15 @@ CHAT_RESPONSES = Counter(
 
 # --- inference -------------------------------------------------------------------
 INFERENCE_REQUESTS = Counter(
-    "inference_requests_total", "Upstream model calls by endpoint, kind and outcome.", ["endpoint", "kind", "outcome"]
+    "inference_requests_total",
+    "Upstream model calls by endpoint, kind and outcome.",
+    ["endpoint", "kind", "outcome"],
 )
 TIME_TO_FIRST_TOKEN = Histogram(
-    "inference_time_to_first_token_seconds", "Upstream time to first token.", ["endpoint"], buckets=_LATENCY_BUCKETS
+    "inference_time_to_first_token_seconds",
+    "Upstream time to first token.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
 )
 TIME_PER_OUTPUT_TOKEN = Histogram(
     "inference_time_per_output_token_seconds",
@@ -59,17 +64,27 @@ TOKENS_PER_SECOND = Histogram(
     buckets=(1, 5, 10, 20, 40, 80, 160, 320, 640),
 )
 QUEUE_DEPTH = Gauge(
-    "inference_queue_depth", "Requests waiting for an endpoint slot.", ["endpoint"], multiprocess_mode="livesum"
+    "inference_queue_depth",
+    "Requests waiting for an endpoint slot.",
+    ["endpoint"],
+    multiprocess_mode="livesum",
 )
 QUEUE_WAIT = Histogram(
-    "inference_queue_wait_seconds", "Time spent waiting for an endpoint slot.", ["endpoint"], buckets=_LATENCY_BUCKETS
+    "inference_queue_wait_seconds",
+    "Time spent waiting for an endpoint slot.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
 )
 ENDPOINT_UP = Gauge(
-    "inference_endpoint_up", "1 when the endpoint's last health check passed.", ["endpoint", "kind"],
+    "inference_endpoint_up",
+    "1 when the endpoint's last health check passed.",
+    ["endpoint", "kind"],
     multiprocess_mode="max",
 )
 BREAKER_STATE = Gauge(
-    "inference_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", ["endpoint"],
+    "inference_breaker_state",
+    "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ["endpoint"],
     multiprocess_mode="max",
 )
 EMBEDDING_BATCH_SIZE = Histogram(
@@ -83,16 +98,22 @@ RETRIEVAL_DURATION = Histogram(
     ["stage", "backend"],
     buckets=_LATENCY_BUCKETS,
 )
-DOCUMENTS_INDEXED = Counter("knowledge_chunks_indexed_total", "Chunks written to the search index.", ["backend"])
+DOCUMENTS_INDEXED = Counter(
+    "knowledge_chunks_indexed_total", "Chunks written to the search index.", ["backend"]
+)
 
 # --- gateway controls ---------------------------------------------------------
 CACHE_REQUESTS = Counter("response_cache_requests_total", "Response cache lookups by result.", ["result"])
 CACHE_LATENCY = Histogram(
-    "response_cache_duration_seconds", "Response cache lookup latency.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                                                  0.025, 0.05, 0.1, 0.25)
+    "response_cache_duration_seconds",
+    "Response cache lookup latency.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
-RATELIMIT_REJECTIONS = Counter("ratelimit_rejections_total", "Requests refused by a rate limit, by scope.", ["scope"])
+RATELIMIT_REJECTIONS = Counter(
+    "ratelimit_rejections_total", "Requests refused by a rate limit, by scope.", ["scope"]
+)
 RATELIMIT_LATENCY = Histogram(
-    "ratelimit_check_duration_seconds", "Rate limiter check latency.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                                                0.025, 0.05, 0.1, 0.25)
+    "ratelimit_check_duration_seconds",
+    "Rate limiter check latency.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
