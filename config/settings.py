@@ -33,9 +33,7 @@ if not SECRET_KEY:
             "50 characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(64))'."
         )
     SECRET_KEY = _DEV_SECRET
-elif not DEBUG and (
-    SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5
-):
+elif not DEBUG and (SECRET_KEY.startswith("django-insecure") or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5):
     raise ImproperlyConfigured(
         "SECRET_KEY is insecure (shorter than 50 characters, too few distinct characters or a "
         "'django-insecure' key) and DEBUG is off. Generate one with "

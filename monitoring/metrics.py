@@ -98,9 +98,7 @@ RETRIEVAL_DURATION = Histogram(
     ["stage", "backend"],
     buckets=_LATENCY_BUCKETS,
 )
-DOCUMENTS_INDEXED = Counter(
-    "knowledge_chunks_indexed_total", "Chunks written to the search index.", ["backend"]
-)
+DOCUMENTS_INDEXED = Counter("knowledge_chunks_indexed_total", "Chunks written to the search index.", ["backend"])
 
 # --- gateway controls ---------------------------------------------------------
 CACHE_REQUESTS = Counter("response_cache_requests_total", "Response cache lookups by result.", ["result"])
@@ -109,9 +107,7 @@ CACHE_LATENCY = Histogram(
     "Response cache lookup latency.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
-RATELIMIT_REJECTIONS = Counter(
-    "ratelimit_rejections_total", "Requests refused by a rate limit, by scope.", ["scope"]
-)
+RATELIMIT_REJECTIONS = Counter("ratelimit_rejections_total", "Requests refused by a rate limit, by scope.", ["scope"])
 RATELIMIT_LATENCY = Histogram(
     "ratelimit_check_duration_seconds",
     "Rate limiter check latency.",

@@ -56,10 +56,10 @@ class Admission:
         h = {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(max(self.remaining or 0, 0)),
-            "X-RateLimit-Reset": str(int(round(self.reset_s or 0))),
+            "X-RateLimit-Reset": str(round(self.reset_s or 0)),
         }
         if not self.allowed and self.retry_after_s is not None:
-            h["Retry-After"] = str(max(1, int(round(self.retry_after_s + 0.499))))
+            h["Retry-After"] = str(max(1, round(self.retry_after_s + 0.499)))
         return h
 
 
@@ -81,9 +81,7 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
     return Admission()
 
 
-async def settle(
-    subject: Subject, admission: Admission, *, prompt_tokens: int, completion_tokens: int
-) -> None:
+async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, completion_tokens: int) -> None:
     """After the answer: charge token limits from actual usage, release the concurrency slot."""
 
 
