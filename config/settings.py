@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Prometheus before/after wrap everything so every response is counted.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "monitoring.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -180,6 +181,43 @@ TRITON_URL = env_opt("TRITON_URL")
 # --- Chat ----------------------------------------------------------------------
 
 # --- Gateway controls (API keys, rate limits, response cache, validation) ------
+# See docs/gateway.md for what each knob does and why the defaults are what they are.
+
+# Request validation (chat/gateway/validation.py): checked before anything costly.
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 256 * 1024)
+GATEWAY_MAX_MESSAGE_CHARS = env_int("GATEWAY_MAX_MESSAGE_CHARS", 4000)
+GATEWAY_MAX_PROMPT_CHARS = env_int("GATEWAY_MAX_PROMPT_CHARS", 32000)
+GATEWAY_MAX_MESSAGES = env_int("GATEWAY_MAX_MESSAGES", 50)
+GATEWAY_MAX_TOKENS = env_int("GATEWAY_MAX_TOKENS", 2048)
+
+# Rate limiting. open: when Redis is unreachable each process applies the same policies
+# in memory (availability first); closed: refuse with 503 until Redis is back.
+RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+RATELIMIT_FAIL_MODE = env_str("RATELIMIT_FAIL_MODE", "open").strip().lower()
+if RATELIMIT_FAIL_MODE not in ("open", "closed"):
+    raise ImproperlyConfigured(f"RATELIMIT_FAIL_MODE={RATELIMIT_FAIL_MODE!r}: use open or closed.")
+# How long a process caches the policy table and API-key lookups (revocation is still
+# immediate: a Redis-held version is checked on every request).
+GATEWAY_POLICY_CACHE_S = env_float("GATEWAY_POLICY_CACHE_S", 10.0)
+# After Redis failed, how long to use the fallback before trying Redis again.
+RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
+# A concurrency slot not released (crashed worker) expires after this many seconds.
+RATELIMIT_SLOT_TTL_S = env_int("RATELIMIT_SLOT_TTL_S", 300)
+# Anonymous browser chat (no login): off unless enabled; limited per IP and per session.
+ANONYMOUS_CHAT_ENABLED = env_bool("ANONYMOUS_CHAT_ENABLED", False)
+
+# Response cache (exact match on model + prompt + context + parameters).
+RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", True)
+RESPONSE_CACHE_TTL = env_int("RESPONSE_CACHE_TTL", 3600)
+if not 3600 <= RESPONSE_CACHE_TTL <= 86400 and not env_bool("RESPONSE_CACHE_TTL_UNBOUNDED", False):
+    raise ImproperlyConfigured(f"RESPONSE_CACHE_TTL={RESPONSE_CACHE_TTL}: use 3600..86400 seconds (1-24 h).")
+# Only answers generated at or below this temperature are reused (0: deterministic only).
+RESPONSE_CACHE_MAX_TEMPERATURE = env_float("RESPONSE_CACHE_MAX_TEMPERATURE", 0.0)
+# The temperature a request without one is generated at (decides whether it is cacheable).
+RESPONSE_CACHE_DEFAULT_TEMPERATURE = env_float("RESPONSE_CACHE_DEFAULT_TEMPERATURE", 0.0)
+
+# Chat sessions in Redis (session:{user}:{session}), refreshed on activity.
+CHAT_SESSION_TTL = env_int("CHAT_SESSION_TTL", 1800)
 
 # --- Health -----------------------------------------------------------------
 
@@ -260,3 +298,4 @@ LOGGING = {
 }
 
 os.makedirs(DATA_DIR, exist_ok=True)
+os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing root

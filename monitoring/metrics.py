@@ -113,3 +113,12 @@ RATELIMIT_LATENCY = Histogram(
     "Rate limiter check latency.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+
+# --- API worker process (deploy/gunicorn.conf.py samples these) ----------------
+# prometheus_client's process_* collector is absent under PROMETHEUS_MULTIPROC_DIR
+# (the multiprocess registry only aggregates files), so each gunicorn worker
+# samples its own CPU time and resident memory into these.
+WORKER_CPU_SECONDS = Counter("api_worker_cpu_seconds_total", "CPU time (user + system) used by API workers.")
+WORKER_RESIDENT_MEMORY = Gauge(
+    "api_worker_resident_memory_bytes", "Resident memory of live API workers.", multiprocess_mode="livesum"
+)

@@ -1,0 +1,36 @@
+# The two commands (see README):
+#   make run    - the platform on embedded defaults, with sample knowledge and an admin login
+#   make test   - the whole test suite against real PostgreSQL, Redis, Elasticsearch, Triton and llama.cpp
+# Everything else is a helper of those two.
+
+SHELL := /bin/bash
+
+.PHONY: run test test-fast lint venv services-up services-down services-status lock bench
+
+run:
+	@deploy/local/run.sh
+
+test:
+	@deploy/local/test.sh
+
+test-fast: venv
+	@.venv/bin/pytest -m fast -q
+
+lint: venv
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+venv:
+	@deploy/local/bootstrap.sh --dev
+
+services-up:
+	@deploy/local/up
+
+services-down:
+	@deploy/local/down
+
+services-status:
+	@deploy/local/status
+
+# Refresh the lock file after changing pyproject.toml dependencies.
+lock: venv
+	@.venv/bin/pip freeze --exclude-editable | grep -v '^vacant-house-chat' > requirements.lock && echo "requirements.lock updated"

@@ -1,0 +1,89 @@
+"""Edge metrics: request_duration_seconds and http_requests_total (the names the alert rules use).
+
+Labels are the resolved route name (a small fixed set), never the raw path.
+A streaming response is timed to its last byte, so SSE answers count their
+whole duration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+
+from monitoring.metrics import HTTP_REQUESTS, REQUEST_DURATION
+
+# Probes and the scrape itself would drown the latency figures.
+_SKIP = {"healthz", "readyz", "prometheus-django-metrics"}
+
+
+def _endpoint(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return "unmatched"
+    return match.view_name or "unnamed"
+
+
+def _record(endpoint: str, method: str, status: int, started: float) -> None:
+    REQUEST_DURATION.labels(endpoint, method).observe(time.perf_counter() - started)
+    HTTP_REQUESTS.labels(endpoint, f"{status // 100}xx").inc()
+
+
+def _wrap_async(body: AsyncIterator[Any], done: Callable[[], None]) -> AsyncIterator[Any]:
+    async def gen() -> AsyncIterator[Any]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            done()
+
+    return gen()
+
+
+def _wrap_sync(body: Iterator[Any], done: Callable[[], None]) -> Iterator[Any]:
+    try:
+        yield from body
+    finally:
+        done()
+
+
+class RequestMetricsMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.is_async:
+            return self._acall(request)
+        started = time.perf_counter()
+        return self._finish(request, self.get_response(request), started)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        started = time.perf_counter()
+        return self._finish(request, await self.get_response(request), started)
+
+    def _finish(self, request: HttpRequest, response: HttpResponseBase, started: float) -> HttpResponseBase:
+        endpoint = _endpoint(request)
+        if endpoint in _SKIP:
+            return response
+        method = request.method or "GET"
+
+        def done() -> None:
+            _record(endpoint, method, response.status_code, started)
+
+        if isinstance(response, StreamingHttpResponse):
+            if response.is_async:
+                response.streaming_content = _wrap_async(response.streaming_content, done)  # type: ignore[arg-type]
+            else:
+                response.streaming_content = _wrap_sync(iter(response.streaming_content), done)
+        else:
+            done()
+        return response
