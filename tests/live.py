@@ -31,8 +31,12 @@ def test_database_url() -> str:
 
 
 class LiveServer:
-    def __init__(self, *, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, *, env: dict[str, str] | None = None, port: int | None = None, gunicorn_workers: int | None = None
+    ) -> None:
         self.port = port or free_port()
+        # None: one uvicorn process; N: the production server (gunicorn + N uvicorn workers).
+        self.gunicorn_workers = gunicorn_workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         self.extra_env = env or {}
@@ -51,20 +55,14 @@ class LiveServer:
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
+        if self.gunicorn_workers:
+            argv = [sys.executable, "-m", "gunicorn", "config.asgi:application", "-c", "deploy/gunicorn.conf.py"]
+            argv += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.gunicorn_workers)]
+        else:
+            argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
+            argv += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            argv,
             cwd=REPO,
             env=env,
             stdout=log,
