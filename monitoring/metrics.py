@@ -87,6 +87,26 @@ BREAKER_STATE = Gauge(
     ["endpoint"],
     multiprocess_mode="max",
 )
+INFERENCE_DURATION = Histogram(
+    "inference_request_duration_seconds",
+    "Upstream call latency of successful single-shot calls and whole streams, by endpoint and kind.",
+    ["endpoint", "kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+INFERENCE_RETRIES = Counter(
+    "inference_retries_total", "Attempts after the first one (retries and failovers), by endpoint tried.",
+    ["endpoint", "kind"],
+)
+INFERENCE_IN_FLIGHT = Gauge(
+    "inference_in_flight_requests", "Requests currently running against an endpoint.", ["endpoint"],
+    multiprocess_mode="livesum",
+)
+EMBEDDING_BATCH_WAIT = Histogram(
+    "embedding_batch_wait_seconds",
+    "Time a text waited in the client-side micro-batching queue before its batch was sent.",
+    ["model"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 EMBEDDING_BATCH_SIZE = Histogram(
     "embedding_batch_size", "Texts per embedding call sent upstream.", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
 )
@@ -121,4 +141,14 @@ RATELIMIT_LATENCY = Histogram(
 WORKER_CPU_SECONDS = Counter("api_worker_cpu_seconds_total", "CPU time (user + system) used by API workers.")
 WORKER_RESIDENT_MEMORY = Gauge(
     "api_worker_resident_memory_bytes", "Resident memory of live API workers.", multiprocess_mode="livesum"
+)
+RATELIMIT_FALLBACKS = Counter(
+    "ratelimit_redis_failures_total",
+    "Times the limiter found Redis unreachable and switched to its fail mode (open: local limiter; closed: 503).",
+    ["mode"],
+)
+API_KEY_AUTHENTICATIONS = Counter(
+    "api_key_authentications_total",
+    "Bearer API-key authentications by outcome (ok, malformed, unknown, expired, revoked, inactive_user).",
+    ["outcome"],
 )
