@@ -46,13 +46,18 @@ def get_redis() -> aioredis.Redis:
         )
         per_loop[(settings.REDIS_URL, cluster)] = client
     elif client is None:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: under a burst, callers wait (up to REDIS_TIMEOUT) for a free
+        # connection instead of failing with MaxConnectionsError.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=settings.REDIS_TIMEOUT,
             socket_connect_timeout=settings.REDIS_TIMEOUT,
             socket_timeout=settings.REDIS_TIMEOUT,
             health_check_interval=30,
             decode_responses=False,
         )
+        client = aioredis.Redis(connection_pool=pool)
         per_loop[(settings.REDIS_URL, cluster)] = client
     return client
 

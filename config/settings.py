@@ -130,6 +130,8 @@ REDIS_URL = env_opt("REDIS_URL")
 # Every Redis key the platform writes starts with this (several deployments can share a server).
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "vh")
 REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 1.0)
+# Connections per process (per event loop) of the async client used on the request path.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
 
 if REDIS_URL:
     CACHES = {
@@ -213,8 +215,8 @@ if INFERENCE_EMBEDDING_BACKEND not in ("triton", "local"):
     raise ImproperlyConfigured(f"INFERENCE_EMBEDDING_BACKEND={INFERENCE_EMBEDDING_BACKEND!r}: use triton or local.")
 # The logical embedding model recorded on chunks/index (both backends serve the same e5 vectors).
 INFERENCE_EMBEDDING_MODEL_NAME = env_str("INFERENCE_EMBEDDING_MODEL_NAME", "multilingual-e5-small")
-# Create/update endpoints from VLLM_URL/TRITON_URL on the registry's first load (besides sync_endpoints).
-INFERENCE_SYNC_ON_FIRST_USE = env_bool("INFERENCE_SYNC_ON_FIRST_USE", True)
+# Create/update endpoints from VLLM_URL/TRITON_URL whenever the registry loads (besides sync_endpoints).
+INFERENCE_SYNC_ENDPOINTS = env_bool("INFERENCE_SYNC_ENDPOINTS", True)
 # Seconds between reloads of the in-memory endpoint registry (other processes' admin edits).
 INFERENCE_REGISTRY_REFRESH_S = env_float("INFERENCE_REGISTRY_REFRESH_S", 15.0)
 # Attempts per request across endpoints (retries happen only before the first token).
@@ -230,7 +232,10 @@ INFERENCE_QUEUE_TIMEOUT_S = env_float("INFERENCE_QUEUE_TIMEOUT_S", 10.0)
 INFERENCE_BATCH_ENABLED = env_bool("INFERENCE_BATCH_ENABLED", True)
 INFERENCE_BATCH_MAX_SIZE = env_int("INFERENCE_BATCH_MAX_SIZE", 64)
 INFERENCE_BATCH_MAX_WAIT_MS = env_float("INFERENCE_BATCH_MAX_WAIT_MS", 5.0)
-INFERENCE_BATCH_PREFERRED_SIZES = [int(n) for n in env_list("INFERENCE_BATCH_PREFERRED_SIZES", [])]
+try:
+    INFERENCE_BATCH_PREFERRED_SIZES = [int(n) for n in env_list("INFERENCE_BATCH_PREFERRED_SIZES", [])]
+except ValueError:
+    raise ImproperlyConfigured("INFERENCE_BATCH_PREFERRED_SIZES: comma-separated integers, e.g. 16,32,64.") from None
 # Endpoint kinds whose /readyz checks are required (others are reported, not required).
 INFERENCE_READYZ_REQUIRED_KINDS = env_list("INFERENCE_READYZ_REQUIRED_KINDS", ["generation", "embedding"])
 
@@ -280,6 +285,8 @@ CHAT_HISTORY_TTL_S = env_int("CHAT_HISTORY_TTL_S", 24 * 3600)
 CHAT_HISTORY_MAX_MESSAGES = env_int("CHAT_HISTORY_MAX_MESSAGES", 40)
 # While an answer streams, store the partial text every N seconds (0: only at the end).
 CHAT_CHECKPOINT_S = env_float("CHAT_CHECKPOINT_S", 10.0)
+# Threads that run the chat's database steps (start/final writes, reads); at most DB_POOL_MAX_SIZE.
+CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 8)
 # Default of the OpenAI `store` flag on /v1/chat/completions (keep the exchange as a conversation).
 CHAT_OPENAI_STORE_DEFAULT = env_bool("CHAT_OPENAI_STORE_DEFAULT", False)
 
@@ -299,8 +306,8 @@ RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
 RATELIMIT_FAIL_MODE = env_str("RATELIMIT_FAIL_MODE", "open").strip().lower()
 if RATELIMIT_FAIL_MODE not in ("open", "closed"):
     raise ImproperlyConfigured(f"RATELIMIT_FAIL_MODE={RATELIMIT_FAIL_MODE!r}: use open or closed.")
-# How long a process caches the policy table and API-key lookups (revocation is still
-# immediate: a Redis-held version is checked on every request).
+# How long a process caches the policy table and API-key rows (revocation is still
+# immediate: cached keys are checked against a Redis set of revoked ids on every request).
 GATEWAY_POLICY_CACHE_S = env_float("GATEWAY_POLICY_CACHE_S", 10.0)
 GATEWAY_KEY_CACHE_S = env_float("GATEWAY_KEY_CACHE_S", 30.0)
 # Gateway Redis calls in flight per process event loop (below the client's pool of 100

@@ -1,0 +1,99 @@
+"""Response cache: key scheme, (de)serialisation, and the Redis-held TTL override.
+
+Entries are ``vh:chat:response:<sha256>`` -> JSON of a CachedAnswer, with a TTL. The
+hit/lookup counters live in one Redis hash (``vh:gateway:cache_stats``) so every replica
+contributes to the hit rate the admin page shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from django.conf import settings
+
+from config.redis import key
+
+# Generation parameters that do not change the answer's text: left out of the key.
+NON_ANSWER_PARAMS = frozenset({"stream", "stream_options", "include_usage", "user", "n"})
+
+TTL_MIN_S = 3600
+TTL_MAX_S = 86400
+
+
+def prefix() -> str:
+    """Every entry's key starts with this (the platform namespace included)."""
+    return key("chat", "response") + ":"
+
+
+def entry_key(digest: str) -> str:
+    return key("chat", "response", digest)
+
+
+def stats_key() -> str:
+    return key("gateway", "cache_stats")
+
+
+def config_key() -> str:
+    return key("gateway", "config")
+
+
+def digest(payload: dict[str, Any]) -> str:
+    """sha256 of a canonical JSON encoding (sorted keys, no whitespace, UTF-8)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode(answer: Any) -> bytes:
+    return json.dumps(
+        {
+            "content": answer.content,
+            "citations": answer.citations,
+            "model": answer.model,
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "cached_at": time.time(),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode(raw: bytes | str) -> dict[str, Any] | None:
+    """The stored fields, or None for a corrupt entry (treated as a miss)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("content"), str):
+        return None
+    return data
+
+
+def clamp_ttl(seconds: int) -> int:
+    return max(TTL_MIN_S, min(TTL_MAX_S, int(seconds)))
+
+
+# The admin's TTL override (a field of the config hash), cached per process briefly so
+# cache_put costs one round trip, not two.
+_ttl_cache: tuple[float, int | None] = (0.0, None)
+
+
+def cached_ttl_override() -> int | bool | None:
+    """The override if known and fresh, else False (unknown: read it from Redis)."""
+    loaded_at, value = _ttl_cache
+    if time.monotonic() - loaded_at < settings.GATEWAY_POLICY_CACHE_S:
+        return value
+    return False
+
+
+def remember_ttl_override(value: int | None) -> None:
+    global _ttl_cache
+    _ttl_cache = (time.monotonic(), value)
+
+
+def forget_ttl_override() -> None:
+    global _ttl_cache
+    _ttl_cache = (0.0, None)

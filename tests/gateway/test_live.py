@@ -1,0 +1,191 @@
+"""Real app processes (uvicorn) sharing Redis: one limit across replicas, revocation at once,
+and Redis outages answered per RATELIMIT_FAIL_MODE, never with a 500 or a hang.
+
+The protected endpoint is the gateway's own GET /api/gateway/whoami (bearer key or session,
+the subject's limits, no model call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+
+from chat.gateway.models import RateLimitPolicy
+from chat.gateway.services import apikey_create, apikey_revoke, keys_purge_prefix
+from tests.gateway.conftest import closed_port, dev_env
+from tests.live import LiveServer
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+PREFIX = f"vhlive{uuid.uuid4().hex[:8]}"
+
+
+def _servers(n: int, **env: str) -> list[LiveServer]:
+    common = {
+        **dev_env(),
+        "REDIS_KEY_PREFIX": PREFIX,
+        # Policies reload quickly (each test writes its own); key rows stay cached for long,
+        # so the revocation test proves the Redis revoked set, not a cache expiry.
+        "GATEWAY_POLICY_CACHE_S": "0.2",
+        "GATEWAY_KEY_CACHE_S": "300",
+        **env,
+    }
+    servers = [LiveServer(env=common) for _ in range(n)]
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(lambda s: s.start(timeout=120), servers))
+    return servers
+
+
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def pair(request, django_db_setup, django_db_blocker):
+    """Two app processes on one Redis topology."""
+    if request.param == "redis":
+        env = {"REDIS_URL": os.environ["REDIS_URL"], "REDIS_CLUSTER": "0"}
+    else:
+        if not os.environ.get("REDIS_CLUSTER_URL"):
+            pytest.skip("REDIS_CLUSTER_URL unset")
+        env = {"REDIS_URL": os.environ["REDIS_CLUSTER_URL"], "REDIS_CLUSTER": "1"}
+    servers = _servers(2, **env)
+    yield request.param, env, servers
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def live_settings(settings, pair):
+    _, env, _ = pair
+    settings.REDIS_KEY_PREFIX = PREFIX
+    settings.REDIS_URL = env["REDIS_URL"]
+    settings.REDIS_CLUSTER = env["REDIS_CLUSTER"] == "1"
+    yield
+    _purge()
+
+
+def _purge() -> None:
+    for family in ("ratelimit", "chat", "gateway", "apikey", "session"):
+        keys_purge_prefix(prefix=family)
+
+
+def _api_key(limit: int, scopes=("chat",)) -> str:
+    RateLimitPolicy.objects.update(is_default=False)
+    RateLimitPolicy.objects.create(name=f"k{uuid.uuid4().hex[:6]}", scope="api_key", is_default=True, requests=limit)
+    user = get_user_model().objects.create_user(f"u{uuid.uuid4().hex[:6]}")
+    return apikey_create(name="live", user=user, scopes=list(scopes)).full_key
+
+
+def _get(server: LiveServer, key: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/api/gateway/whoami", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_two_processes_share_one_limit(pair, live_settings):
+    _, _, (a, b) = pair
+    key = _api_key(limit=5)
+    statuses = [_get(server, key).status_code for server in (a, b, a, b, b)]
+    assert statuses == [200] * 5
+    # The sixth request is refused whichever process gets it.
+    for server in (a, b):
+        refused = _get(server, key)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert refused.headers["X-RateLimit-Limit"] == "5" and refused.headers["X-RateLimit-Remaining"] == "0"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_parallel_requests_across_processes_let_exactly_the_limit_through(pair, live_settings):
+    _, _, (a, b) = pair
+    key = _api_key(limit=10)
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda i: _get((a, b)[i % 2], key).status_code, range(60)))
+    assert statuses.count(200) == 10 and statuses.count(429) == 50
+
+
+def test_a_revoked_key_is_refused_at_once_by_another_process(pair, live_settings):
+    _, _, (a, b) = pair
+    key = _api_key(limit=100)
+    assert _get(a, key).status_code == 200
+    assert _get(b, key).status_code == 200  # both processes now hold the key row in memory
+    from chat.gateway.models import APIKey
+
+    apikey_revoke(api_key=APIKey.objects.get(prefix=key[:12]))
+    for server in (a, b):
+        refused = _get(server, key)
+        assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("mode", "status"), [("open", 200), ("closed", 503)])
+def test_redis_down_follows_the_fail_mode_without_500s_or_hangs(mode, status, django_db_setup, settings):
+    settings.REDIS_URL = None  # this process: no Redis needed to create the key
+    key = _api_key(limit=3)
+    (server,) = _servers(1, REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0", RATELIMIT_FAIL_MODE=mode)
+    try:
+        started = time.perf_counter()
+        codes = [_get(server, key).status_code for _ in range(5)]
+        assert time.perf_counter() - started < 10
+        if mode == "open":
+            assert codes == [200, 200, 200, 429, 429]  # the local limiter applies the same policy
+        else:
+            assert codes == [503] * 5
+            r = _get(server, key)
+            assert r.json()["error"]["code"] == "service_unavailable" and r.headers["Retry-After"]
+        health = httpx.get(f"{server.url}/healthz", timeout=10)
+        assert health.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_cached_answer_is_served_without_calling_the_model(django_db_setup, settings):
+    """End to end through the chat pipeline: the second identical request never reaches the model,
+    and a streaming request gets the cached answer replayed as a stream."""
+    from tests.inference.scripted_upstream import Answer, running_in_thread
+
+    settings.REDIS_URL = os.environ["REDIS_URL"]
+    settings.REDIS_CLUSTER = False
+    settings.REDIS_KEY_PREFIX = PREFIX
+    key = _api_key(limit=100)
+    with running_in_thread(model="scripted-model") as upstream:
+        upstream.default = Answer(tokens=["빈집", " 정비", " 지원"])
+        (server,) = _servers(
+            1,
+            REDIS_URL=os.environ["REDIS_URL"],
+            REDIS_CLUSTER="0",
+            VLLM_URL=upstream.base_url,
+            VLLM_MODEL="scripted-model",
+        )
+        try:
+            body = {
+                "model": "scripted-model",
+                "messages": [{"role": "user", "content": "빈집 정비 지원은?"}],
+                "temperature": 0,
+                "max_tokens": 16,
+                "retrieval": False,
+            }
+            headers = {"Authorization": f"Bearer {key}"}
+            first = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+            assert first.status_code == 200, first.text
+            answer = first.json()["choices"][0]["message"]["content"]
+            assert answer and len(upstream.chat_requests) == 1
+
+            second = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+            assert second.status_code == 200 and second.json()["choices"][0]["message"]["content"] == answer
+
+            streamed = ""
+            with httpx.stream(
+                "POST", f"{server.url}/v1/chat/completions", json={**body, "stream": True}, headers=headers, timeout=60
+            ) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        for choice in json.loads(line[6:]).get("choices", []):
+                            streamed += (choice.get("delta") or {}).get("content") or ""
+            assert streamed == answer
+            assert len(upstream.chat_requests) == 1  # the model was called once for three answers
+        finally:
+            server.stop()
+            _purge()
