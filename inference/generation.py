@@ -1,0 +1,175 @@
+"""Text generation over the generation endpoints of a registry (streaming and not).
+
+``stream_chat`` is the token loop: no ORM, no blocking call, one pooled HTTP
+client per endpoint. Attempts follow ``RoutePlan`` until the first token; from
+then on the answer is committed to that endpoint and a failure becomes
+``StreamInterrupted`` carrying the text received so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from inference.clients.openai import OpenAIClient, completion_parts
+from inference.config import GENERATION, EndpointConfig
+from inference.errors import InferenceError, InvalidRequest, QueueFull, StreamInterrupted
+from inference.registry import EndpointRuntime, Registry
+from inference.routing import RoutePlan, call_with_failover
+from inference.types import ChatMessage, Completion, GenerationParams, StreamEnd, StreamEvent, TokenDelta, Usage
+from monitoring import metrics
+
+# Keys the layer owns in the request body: parameters may not override them.
+_RESERVED = {"model", "messages", "stream", "stream_options", "n"}
+
+
+def validate(messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+    if not messages:
+        raise InvalidRequest("at least one message is required")
+    for message in messages:
+        if message.role not in ("system", "user", "assistant"):
+            raise InvalidRequest(f"unknown message role {message.role!r}")
+        if not isinstance(message.content, str):
+            raise InvalidRequest("message content must be text")
+    if params.max_tokens is not None and params.max_tokens < 1:
+        raise InvalidRequest("max_tokens must be at least 1")
+    if params.temperature is not None and params.temperature < 0:
+        raise InvalidRequest("temperature must not be negative")
+    if params.top_p is not None and not 0 < params.top_p <= 1:
+        raise InvalidRequest("top_p must be in (0, 1]")
+
+
+def build_body(
+    model: str, config: EndpointConfig, messages: Sequence[ChatMessage], params: GenerationParams
+) -> dict[str, Any]:
+    """The chat completion body: endpoint defaults, overridden by the caller's parameters."""
+    body: dict[str, Any] = {k: v for k, v in config.default_params.items() if k not in _RESERVED}
+    body.update({k: v for k, v in params.extra.items() if k not in _RESERVED})
+    for name in ("max_tokens", "temperature", "top_p", "stop", "seed"):
+        value = getattr(params, name)
+        if value is not None:
+            body[name] = value
+    body["model"] = model
+    body["messages"] = [m.as_dict() for m in messages]
+    return body
+
+
+async def stream_chat(
+    registry: Registry,
+    messages: Sequence[ChatMessage],
+    *,
+    params: GenerationParams | None = None,
+    affinity_key: str | None = None,
+    max_attempts: int | None = None,
+) -> AsyncIterator[StreamEvent]:
+    params = params or GenerationParams()
+    validate(messages, params)
+    loop = asyncio.get_running_loop()
+    call_started = loop.time()
+    plan = RoutePlan(
+        await registry.endpoints(GENERATION), kind=GENERATION, affinity_key=affinity_key, max_attempts=max_attempts
+    )
+    while True:
+        rt = await plan.next()
+        try:
+            await rt.limiter.acquire()
+        except BaseException as exc:
+            rt.breaker.release()
+            if isinstance(exc, QueueFull):
+                metrics.INFERENCE_REQUESTS.labels(rt.name, GENERATION, exc.code).inc()
+            raise
+        parts: list[str] = []
+        try:
+            client: OpenAIClient = rt.client()
+            model = await client.model()
+            body = build_body(model, rt.config, messages, params)
+            attempt_started = loop.time()
+            first_at: float | None = None
+            last_at = attempt_started
+            finish: str | None = None
+            usage: Usage | None = None
+            chunks_with_text = 0
+            async with contextlib.aclosing(client.chat_stream(body, deadline=plan.deadline)) as chunks:
+                async for chunk in chunks:
+                    model = chunk.model or model
+                    finish = chunk.finish_reason or finish
+                    usage = chunk.usage or usage
+                    if not chunk.text:
+                        continue
+                    now = loop.time()
+                    if first_at is None:
+                        first_at = now
+                        metrics.TIME_TO_FIRST_TOKEN.labels(rt.name).observe(now - attempt_started)
+                    else:
+                        metrics.TIME_PER_OUTPUT_TOKEN.labels(rt.name).observe(now - last_at)
+                    last_at = now
+                    chunks_with_text += 1
+                    parts.append(chunk.text)
+                    yield TokenDelta(chunk.text)
+        except InferenceError as exc:
+            plan.failed(rt, exc)
+            if parts:
+                raise StreamInterrupted(
+                    f"interrupted after {len(parts)} chunks: {exc}", partial_text="".join(parts), endpoint=rt.name
+                ) from exc
+            if exc.retryable:
+                continue
+            raise
+        except BaseException as exc:  # closed by the caller (GeneratorExit) or cancelled
+            plan.abandoned(rt, exc)
+            raise
+        finally:
+            rt.limiter.release()
+        plan.succeeded(rt)
+        ended = loop.time()
+        usage = usage or Usage(0, chunks_with_text)
+        _record_tokens(rt, usage, ended - attempt_started, (ended - first_at) if first_at is not None else None)
+        yield StreamEnd(
+            finish_reason=finish,
+            usage=usage,
+            model=model,
+            endpoint=rt.name,
+            ttft_s=(first_at - call_started) if first_at is not None else None,
+            duration_s=ended - call_started,
+        )
+        return
+
+
+async def complete_chat(
+    registry: Registry,
+    messages: Sequence[ChatMessage],
+    *,
+    params: GenerationParams | None = None,
+    affinity_key: str | None = None,
+    max_attempts: int | None = None,
+) -> Completion:
+    params = params or GenerationParams()
+    validate(messages, params)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def op(rt: EndpointRuntime, deadline: float) -> Completion:
+        client: OpenAIClient = rt.client()
+        model = await client.model()
+        attempt_started = loop.time()
+        data = await client.chat(build_body(model, rt.config, messages, params), deadline=deadline)
+        text, finish, usage, answered_model = completion_parts(data, rt.name)
+        _record_tokens(rt, usage, loop.time() - attempt_started, None)
+        return Completion(text, finish, usage, answered_model or model, rt.name, loop.time() - started)
+
+    return await call_with_failover(
+        await registry.endpoints(GENERATION), op, kind=GENERATION, affinity_key=affinity_key, max_attempts=max_attempts
+    )
+
+
+def _record_tokens(rt: EndpointRuntime, usage: Usage, duration: float, decode_time: float | None) -> None:
+    metrics.PROMPT_TOKENS.labels(rt.name).inc(usage.prompt_tokens)
+    metrics.TOKENS_GENERATED.labels(rt.name).inc(usage.completion_tokens)
+    metrics.INFERENCE_DURATION.labels(rt.name, GENERATION).observe(duration)
+    # Decode speed: after the first token when streaming, the whole call otherwise.
+    window = decode_time if decode_time and usage.completion_tokens > 1 else duration
+    tokens = usage.completion_tokens - 1 if decode_time and usage.completion_tokens > 1 else usage.completion_tokens
+    if window > 0 and tokens > 0:
+        metrics.TOKENS_PER_SECOND.labels(rt.name).observe(tokens / window)

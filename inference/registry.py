@@ -1,0 +1,298 @@
+"""The in-memory endpoint registry of one process, and the runtime state of each endpoint.
+
+The request path asks ``get_registry().endpoints(kind)``: the first call loads the
+enabled ``ModelEndpoint`` rows (after syncing the environment's endpoints: the DB is
+never touched during import or ``AppConfig.ready``), later calls answer from memory. Every ``INFERENCE_REGISTRY_REFRESH_S`` the snapshot is
+reloaded in the background (other processes' admin edits); a save through the
+services or the admin invalidates it in this process, and the next call waits for
+the reload. When the database cannot be read and nothing was loaded yet, the
+endpoints implied by the environment are used, so generation keeps working.
+
+Runtime state (breaker, limiter, health, pooled clients) survives a reload as
+long as the endpoint's configuration did not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from inference.breaker import STATE_VALUES, CircuitBreaker
+from inference.config import OPENAI, EndpointConfig, env_endpoint_specs
+from inference.limiter import ConcurrencyLimiter
+from monitoring import metrics
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[], Awaitable[list[EndpointConfig]]]
+
+
+@dataclass(slots=True)
+class HealthState:
+    ok: bool | None = None
+    latency_ms: float | None = None
+    error: str = ""
+    checked_at: float | None = None
+
+
+class EndpointRuntime:
+    """One endpoint's configuration plus what this process knows and holds for it."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.kind = config.kind
+        self.breaker = CircuitBreaker(
+            failure_threshold=settings.INFERENCE_BREAKER_FAILURES,
+            cooldown_s=settings.INFERENCE_BREAKER_COOLDOWN_S,
+            on_change=lambda state: metrics.BREAKER_STATE.labels(self.name).set(STATE_VALUES[state]),
+        )
+        self.limiter = ConcurrencyLimiter(
+            max_concurrent=config.max_concurrent,
+            max_queue=config.max_queue,
+            queue_timeout_s=settings.INFERENCE_QUEUE_TIMEOUT_S,
+            name=config.name,
+            on_change=self._report_load,
+            on_wait=lambda seconds: metrics.QUEUE_WAIT.labels(self.name).observe(seconds),
+        )
+        self.health = HealthState()
+        # Clients hold sockets bound to an event loop: one per loop (normally exactly one).
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator]] = (
+            weakref.WeakKeyDictionary()
+        )
+        metrics.BREAKER_STATE.labels(self.name).set(0)
+
+    def _report_load(self, active: int, waiting: int) -> None:
+        metrics.INFERENCE_IN_FLIGHT.labels(self.name).set(active)
+        metrics.QUEUE_DEPTH.labels(self.name).set(waiting)
+
+    def __repr__(self) -> str:
+        return f"<EndpointRuntime {self.name} {self.kind} {self.breaker.state}>"
+
+    @property
+    def outstanding(self) -> int:
+        return self.limiter.outstanding
+
+    def usable(self) -> bool:
+        """Breaker lets requests through and the last health check did not fail."""
+        return self.breaker.available() and self.health.ok is not False
+
+    def client(self) -> Any:
+        """The pooled client of this endpoint for the running loop (created on first use).
+
+        The client is closed when its loop shuts down (``asyncio.run`` and asgiref's
+        ``async_to_sync`` both end with ``loop.shutdown_asyncgens()``), so short-lived
+        loops do not leak connections.
+        """
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            client = new_client(self.config)
+            entry = self._clients[loop] = (client, _close_at_loop_shutdown(client))
+        return entry[0]
+
+    async def aclose(self) -> None:
+        """Close the clients of the running loop (others close with their loop)."""
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            _client, closer = entry
+            await closer.aclose()  # closes the client once, through the shutdown hook
+
+    def record_health(self, *, ok: bool, latency_ms: float | None, error: str = "") -> None:
+        self.health = HealthState(ok, latency_ms, error, time.time())
+        metrics.ENDPOINT_UP.labels(self.name, self.kind).set(1 if ok else 0)
+
+
+def _close_at_loop_shutdown(client: Any) -> AsyncGenerator[None, None]:
+    """An async generator, started here, whose ``finally`` closes ``client``.
+
+    The running loop tracks started async generators and closes them in
+    ``shutdown_asyncgens``: the one hook asyncio offers for "this loop is ending".
+    """
+
+    async def closer() -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    gen = closer()
+    try:
+        gen.asend(None).send(None)  # run to the first yield (no await before it)
+    except StopIteration:
+        pass
+    return gen
+
+
+def new_client(config: EndpointConfig) -> Any:
+    """A fresh client for ``config`` (OpenAI-compatible or Triton, by protocol)."""
+    if config.protocol == OPENAI:
+        from inference.clients.openai import OpenAIClient
+
+        return OpenAIClient(config)
+    from inference.clients.triton import TritonClient
+
+    return TritonClient(config)
+
+
+class Registry:
+    def __init__(self, loader: Loader | None = None, *, refresh_s: float | None = None) -> None:
+        self._loader = loader or self._load_from_database
+        self._refresh_s = settings.INFERENCE_REGISTRY_REFRESH_S if refresh_s is None else refresh_s
+        self._runtimes: dict[str, EndpointRuntime] | None = None
+        self._loaded_at = 0.0
+        self._stale = False
+        self._load_task: asyncio.Task[None] | None = None
+        self._retired: list[EndpointRuntime] = []
+
+    async def _load_from_database(self) -> list[EndpointConfig]:
+        # Every reload re-applies the environment (a few reads; writes only on a difference),
+        # so env-managed endpoints come back if their rows were deleted.
+        return await load_from_database(sync_env=settings.INFERENCE_SYNC_ENDPOINTS)
+
+    @classmethod
+    def static(cls, configs: Iterable[EndpointConfig]) -> Registry:
+        """A registry over fixed configurations (tests, benchmarks): never reloads."""
+        configs = list(configs)
+
+        async def loader() -> list[EndpointConfig]:
+            return configs
+
+        return cls(loader, refresh_s=float("inf"))
+
+    @property
+    def loaded(self) -> bool:
+        return self._runtimes is not None
+
+    def invalidate(self) -> None:
+        """Reload before the next request (thread-safe: only sets a flag)."""
+        self._stale = True
+
+    def snapshot(self) -> list[EndpointRuntime]:
+        """Current runtimes without loading (for sync callers such as /readyz providers)."""
+        return list((self._runtimes or {}).values())
+
+    async def endpoints(self, kind: str) -> list[EndpointRuntime]:
+        """Enabled endpoints of ``kind``; loads on first use, refreshes in the background."""
+        if self._runtimes is None or self._stale:
+            await self._reload()
+        elif time.monotonic() - self._loaded_at > self._refresh_s:
+            self._reload_in_background()
+        return [rt for rt in (self._runtimes or {}).values() if rt.kind == kind]
+
+    async def all_endpoints(self) -> list[EndpointRuntime]:
+        if self._runtimes is None or self._stale:
+            await self._reload()
+        return self.snapshot()
+
+    async def aclose(self) -> None:
+        """Close this loop's clients of every endpoint (end of a command, of a test)."""
+        for rt in [*self.snapshot(), *self._retired]:
+            await rt.aclose()
+        self._retired.clear()
+
+    async def _reload(self) -> None:
+        # Concurrent first callers share one load.
+        task = self._load_task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self._load_task = asyncio.create_task(self._load())
+        await asyncio.shield(task)
+
+    def _reload_in_background(self) -> None:
+        if self._load_task is None or self._load_task.done():
+            self._loaded_at = time.monotonic()  # one reload per period even if it fails
+            self._load_task = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        self._stale = False
+        try:
+            configs = await self._loader()
+        except Exception as exc:
+            if self._runtimes is not None:
+                logger.warning("endpoint registry reload failed, keeping the current one: %s", exc)
+                self._loaded_at = time.monotonic()
+                return
+            logger.warning("endpoint registry: database unavailable (%s); using the environment's endpoints", exc)
+            configs = [spec.as_config() for spec in env_endpoint_specs()]
+            # Try the database again soon.
+            self._loaded_at = time.monotonic() - self._refresh_s + min(self._refresh_s, 5.0)
+            self._apply(configs)
+            return
+        self._apply(configs)
+        self._loaded_at = time.monotonic()
+
+    def _apply(self, configs: list[EndpointConfig]) -> None:
+        current = self._runtimes or {}
+        fresh: dict[str, EndpointRuntime] = {}
+        for config in configs:
+            existing = current.get(config.name)
+            if existing is not None and existing.config == config:
+                fresh[config.name] = existing
+            else:
+                fresh[config.name] = EndpointRuntime(config)
+                if existing is not None:
+                    self._retired.append(existing)
+        for name, rt in current.items():
+            if name not in fresh:
+                self._retired.append(rt)
+                metrics.ENDPOINT_UP.labels(rt.name, rt.kind).set(0)
+        self._runtimes = fresh
+        if self._retired:
+            # Close replaced clients once in-flight requests had time to finish with them.
+            retired, self._retired = self._retired, []
+            asyncio.get_running_loop().call_later(60, lambda: asyncio.ensure_future(_close_all(retired)))
+
+
+async def _close_all(runtimes: list[EndpointRuntime]) -> None:
+    for rt in runtimes:
+        try:
+            await rt.aclose()
+        except Exception:  # closing is best effort
+            logger.debug("closing the clients of %s failed", rt.name, exc_info=True)
+
+
+async def load_from_database(*, sync_env: bool) -> list[EndpointConfig]:
+    """Enabled endpoints from the database (syncing the environment's ones first when asked)."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(_load_from_database_sync, thread_sensitive=False)(sync_env)
+
+
+def _load_from_database_sync(sync_env: bool) -> list[EndpointConfig]:
+    from django.db import connection
+
+    from inference import selectors
+    from inference.services import endpoints_sync_from_env
+
+    try:
+        if sync_env:
+            endpoints_sync_from_env()
+        return [EndpointConfig.from_model(row) for row in selectors.endpoint_list(enabled=True)]
+    finally:
+        # A worker thread's connection is not closed by Django's request cycle.
+        connection.close()
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry (created lazily; no database access here)."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
+
+
+def set_registry(registry: Registry | None) -> Registry | None:
+    """Swap the process-wide registry (tests, benchmarks); returns the previous one."""
+    global _registry
+    previous, _registry = _registry, registry
+    return previous

@@ -1,0 +1,142 @@
+"""The endpoint admin: write-only API key, validation, "check now", commands (any database)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from inference.models import ModelEndpoint
+from tests.inference.scripted_upstream import running_in_thread
+
+pytestmark = [pytest.mark.fast, pytest.mark.django_db]
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def form_data(**overrides) -> dict:
+    data = {
+        "name": "gpu-a",
+        "kind": "generation",
+        "protocol": "openai",
+        "base_url": "http://10.0.0.5:8000/v1",
+        "model_name": "qwen",
+        "enabled": "on",
+        "priority": "0",
+        "weight": "100",
+        "max_concurrent": "16",
+        "max_queue": "64",
+        "connect_timeout_s": "3",
+        "read_timeout_s": "60",
+        "total_timeout_s": "300",
+        "default_params": "{}",
+        "context_window": "",
+        "new_api_key": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_it_stores_the_api_key_without_ever_showing_it(admin_client):
+    response = admin_client.post(reverse("admin:inference_modelendpoint_add"), form_data(new_api_key=SECRET))
+    assert response.status_code == 302, response.content[:2000]
+    endpoint = ModelEndpoint.objects.get(name="gpu-a")
+    assert endpoint.api_key == SECRET
+    page = admin_client.get(reverse("admin:inference_modelendpoint_change", args=[endpoint.pk])).content.decode()
+    assert SECRET not in page and "sk-l…" in page
+    listing = admin_client.get(reverse("admin:inference_modelendpoint_changelist")).content.decode()
+    assert SECRET not in listing
+
+
+def test_a_blank_key_keeps_the_current_one_and_clear_removes_it(admin_client):
+    endpoint = ModelEndpoint.objects.create(
+        name="gpu-a", kind="generation", protocol="openai", base_url="http://h:1/v1", api_key=SECRET
+    )
+    url = reverse("admin:inference_modelendpoint_change", args=[endpoint.pk])
+    assert admin_client.post(url, form_data(weight="5")).status_code == 302
+    endpoint.refresh_from_db()
+    assert (endpoint.api_key, endpoint.weight) == (SECRET, 5)
+    assert admin_client.post(url, form_data(clear_api_key="on")).status_code == 302
+    endpoint.refresh_from_db()
+    assert endpoint.api_key == ""
+
+
+def test_it_refuses_inconsistent_endpoints(admin_client):
+    url = reverse("admin:inference_modelendpoint_add")
+    response = admin_client.post(url, form_data(protocol="triton_http"))
+    assert response.status_code == 200 and "OpenAI-compatible protocol" in response.content.decode()
+    response = admin_client.post(url, form_data(base_url="10.0.0.5:8000"))
+    assert "http:// or https://" in response.content.decode()
+    response = admin_client.post(url, form_data(read_timeout_s="500"))
+    assert "cannot exceed the total timeout" in response.content.decode()
+    assert not ModelEndpoint.objects.exists()
+
+
+def test_check_now_records_status_latency_and_error(admin_client):
+    with running_in_thread() as upstream:
+        up = ModelEndpoint.objects.create(
+            name="up", kind="generation", protocol="openai", base_url=upstream.base_url, model_name="scripted-model"
+        )
+        down = ModelEndpoint.objects.create(
+            name="down", kind="generation", protocol="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1"
+        )
+        wrong = ModelEndpoint.objects.create(
+            name="wrong-model", kind="generation", protocol="openai", base_url=upstream.base_url, model_name="nope"
+        )
+        response = admin_client.post(
+            reverse("admin:inference_modelendpoint_changelist"),
+            {"action": "check_now", "_selected_action": [up.pk, down.pk, wrong.pk]},
+            follow=True,
+        )
+    text = response.content.decode()
+    assert "Up: up" in text and "Down: down" in text  # the admin capitalises messages
+    for row in (up, down, wrong):
+        row.refresh_from_db()
+    assert up.healthy is True and up.last_latency_ms > 0 and up.last_error == ""
+    assert down.healthy is False and "connect" in down.last_error.lower()
+    assert wrong.healthy is False and "not served" in wrong.last_error
+    listing = admin_client.get(reverse("admin:inference_modelendpoint_changelist")).content.decode()
+    assert "● up" in listing and "● down" in listing
+
+
+def test_check_endpoints_command_fails_when_an_endpoint_is_down():
+    ModelEndpoint.objects.create(
+        name="down", kind="generation", protocol="openai", base_url=f"http://127.0.0.1:{closed_port()}/v1"
+    )
+    with pytest.raises(CommandError, match="1 endpoint"):
+        call_command("check_endpoints", "--timeout", "2")
+    assert ModelEndpoint.objects.get(name="down").healthy is False
+
+
+def test_sync_endpoints_follows_the_environment(settings):
+    settings.VLLM_URL = None
+    settings.TRITON_URL = None
+    call_command("sync_endpoints")
+    assert set(ModelEndpoint.objects.values_list("name", flat=True)) == {"local-llm"}
+    local = ModelEndpoint.objects.get(name="local-llm")
+    assert local.base_url == settings.LOCAL_LLM_URL and local.source == "env"
+
+    settings.VLLM_URL = "http://gpu:8000/v1"
+    settings.VLLM_MODEL = "qwen"
+    settings.VLLM_API_KEY = "sk-x"
+    settings.TRITON_URL = "http://triton:8000"
+    settings.TRITON_PROTOCOL = "grpc"
+    settings.TRITON_GRPC_URL = "triton:8001"
+    call_command("sync_endpoints")
+    rows = {r.name: r for r in ModelEndpoint.objects.all()}
+    assert set(rows) == {"vllm", "triton-embedding", "triton-reranker"}  # local-llm went with VLLM_URL set
+    assert (rows["vllm"].model_name, rows["vllm"].api_key) == ("qwen", "sk-x")
+    assert (rows["triton-embedding"].protocol, rows["triton-embedding"].base_url) == ("triton_grpc", "triton:8001")
+
+    # An admin-made endpoint of the same name is left alone.
+    ModelEndpoint.objects.filter(name="vllm").update(source="admin", base_url="http://mine:1/v1")
+    call_command("sync_endpoints")
+    assert ModelEndpoint.objects.get(name="vllm").base_url == "http://mine:1/v1"
