@@ -100,3 +100,29 @@ def from_inference(exc: InferenceError) -> PlatformError:
     err.code = exc.code
     err.status = exc.http_status
     return err
+
+
+class Busy(PlatformError):
+    """A second message on a websocket while an answer is still streaming."""
+
+    code = "busy"
+    status = 409
+    message = "An answer is still being generated; wait for it or press stop."
+
+
+class ContextLengthExceeded(ValidationFailed):
+    code = "context_length_exceeded"
+    status = 400
+    message = "The message is too long for the model's context window."
+
+
+class InternalError(PlatformError):
+    code = "internal_error"
+    status = 500
+    message = "Something went wrong on our side."
+
+
+class MethodNotAllowed(PlatformError):
+    code = "method_not_allowed"
+    status = 405
+    message = "This method is not allowed here."

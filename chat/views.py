@@ -1,6 +1,59 @@
+"""The browser chat page. Everything after the first paint talks to /ws/chat/ and /api/."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from chat.api import ensure_session
 
 
+def ui_strings() -> dict[str, str]:
+    """Texts the script shows, translated for the request's language (rendered as a JSON blob)."""
+    return {
+        "you": _("You"),
+        "assistant": _("Assistant"),
+        "sources": _("Sources"),
+        "noSources": _("No sources were found for this answer."),
+        "thinking": _("Searching the documents…"),
+        "stopped": _("Stopped. The answer so far was saved."),
+        "helpful": _("Helpful"),
+        "notHelpful": _("Not helpful"),
+        "thanks": _("Thanks for the feedback."),
+        "regenerate": _("Regenerate"),
+        "copy": _("Copy"),
+        "untitled": _("New conversation"),
+        "connecting": _("Connecting…"),
+        "reconnecting": _("Connection lost. Reconnecting in {s} s…"),
+        "connected": _("Connected."),
+        "rateLimited": _("Too many questions right now. Please try again in {s} seconds."),
+        "modelUnavailable": _("The answer service is unavailable right now. Please try again in a moment."),
+        "busy": _("Please wait until the current answer is finished, or press Stop."),
+        "tooLong": _("Your message is too long."),
+        "notFound": _("This conversation no longer exists."),
+        "genericError": _("Something went wrong. Please try again."),
+        "deleteConfirm": _("Delete this conversation?"),
+        "deleted": _("Conversation deleted."),
+        "partial": _("(answer interrupted)"),
+        "loadFailed": _("Could not load the conversation."),
+    }
+
+
+@ensure_csrf_cookie
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/index.html")
+    if not request.user.is_authenticated:
+        if not settings.CHAT_ANONYMOUS_ENABLED:
+            return redirect_to_login(request.get_full_path())
+        # The websocket identifies an anonymous visitor by this session.
+        ensure_session(request)
+    config = {
+        "wsPath": "/ws/chat/",
+        "apiBase": "/api/",
+        "heartbeatS": settings.CHAT_WS_HEARTBEAT_S,
+        "strings": ui_strings(),
+    }
+    return render(request, "chat/index.html", {"chat_config": config})

@@ -12,3 +12,15 @@ class InferenceConfig(AppConfig):
         from monitoring import health
 
         health.register_provider(readiness_checks)
+        # Pay the client libraries' import cost (about a second on a busy box) at
+        # start-up, not inside the first /readyz or chat request's time budget.
+        from django.conf import settings
+
+        import inference.clients.openai
+
+        if settings.TRITON_URL:
+            import tritonclient.http.aio
+
+            import inference.clients.triton  # noqa: F401
+        if getattr(settings, "TRITON_GRPC_URL", None):
+            import tritonclient.grpc.aio  # noqa: F401

@@ -1,0 +1,242 @@
+"""The browser chat's websocket (/ws/chat/): a thin adapter over chat.services.
+
+Protocol (docs/chat.md has the full table):
+
+client -> server  {"type": "message", "content": "...", "conversation_id"?: "<uuid>"}
+                  {"type": "regenerate", "conversation_id": "<uuid>"}
+                  {"type": "stop"}   {"type": "ping"}
+server -> client  start, sources, token, end, error, pong, heartbeat
+
+One answer at a time per socket: the answer runs in its own task so that
+``stop`` and a disconnect can cancel it (the service then stores the partial
+answer and closes the upstream request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from chat import services
+from chat.errors import AuthenticationRequired, Busy, InternalError, PlatformError, ValidationFailed
+from chat.gateway.auth import client_ip, subject_for
+from chat.gateway.services import Subject
+from chat.gateway.validation import validate_user_message
+from chat.markdown import render_markdown
+from chat.types import End, Error, Sources, Start, Token
+from monitoring.metrics import CHAT_ERRORS, WEBSOCKET_CONNECTIONS
+
+log = logging.getLogger(__name__)
+
+# Close codes in the 4000 range (application-defined).
+CLOSE_UNAUTHENTICATED = 4401
+
+
+def error_frame(err: PlatformError, **extra: Any) -> dict[str, Any]:
+    """``{"type": "error", "code", "message", "retry_after", ...}`` (extras only when set)."""
+    frame = {"type": "error", **err.as_dict()["error"], **{k: v for k, v in extra.items() if v is not None}}
+    frame.setdefault("retry_after", None)
+    return frame
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    # No channel layer: nothing is sent to a socket from outside it, and each subscription
+    # would hold a blocking Redis connection per open socket.
+    channel_layer_alias = "__no_channel_layer__"
+    subject: Subject | None = None
+    answer: asyncio.Task | None = None
+    # True from a message until its end/error frame is sent (the task may still be settling
+    # its bookkeeping afterwards; the client may ask again as soon as it has the end frame).
+    answering = False
+    heartbeat: asyncio.Task | None = None
+
+    # -- connection ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        session = self.scope.get("session")
+        authenticated = user is not None and user.is_authenticated
+        if session is not None and not session.session_key and (authenticated or settings.CHAT_ANONYMOUS_ENABLED):
+            # The page view normally creates the session; a bare client gets one for this socket.
+            await database_sync_to_async(session.save)()
+        if authenticated or (settings.CHAT_ANONYMOUS_ENABLED and session is not None):
+            self.subject = subject_for(
+                principal=None,
+                user=user,
+                ip=client_ip(self.scope),
+                session_key=getattr(session, "session_key", None),
+            )
+        await self.accept()
+        if self.subject is None:
+            await self.send_json(error_frame(AuthenticationRequired("Log in to chat.")))
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        WEBSOCKET_CONNECTIONS.inc()
+        self.connected = True
+        self.heartbeat = asyncio.create_task(self._heartbeat())
+
+    async def disconnect(self, code: int) -> None:
+        if not getattr(self, "connected", False):
+            return
+        self.connected = False
+        WEBSOCKET_CONNECTIONS.dec()
+        if self.heartbeat:
+            self.heartbeat.cancel()
+        if self.answer and not self.answer.done():
+            # Cancel the answer: the service stores the partial text and closes the upstream stream.
+            self.answer.cancel()
+            await asyncio.wait([self.answer], timeout=15)
+
+    async def _heartbeat(self) -> None:
+        interval = settings.CHAT_WS_HEARTBEAT_S
+        while True:
+            await asyncio.sleep(interval)
+            await self.send_json({"type": "heartbeat"})
+
+    # -- frames -------------------------------------------------------------------------
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return orjson.loads(text_data)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return orjson.dumps(content).decode()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        try:
+            content = await self.decode_json(text_data or "")
+        except orjson.JSONDecodeError:
+            await self.send_json(error_frame(ValidationFailed("Frames must be JSON objects.")))
+            return
+        if not isinstance(content, dict):
+            await self.send_json(error_frame(ValidationFailed("Frames must be JSON objects.")))
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        kind = content.get("type")
+        if kind == "ping":
+            await self.send_json({"type": "pong"})
+        elif kind == "stop":
+            if self.answering and self.answer and not self.answer.done():
+                self.answer.cancel()
+        elif kind in ("message", "regenerate"):
+            await self._start_answer(content, regenerate=kind == "regenerate")
+        else:
+            await self.send_json(error_frame(ValidationFailed(f"Unknown frame type {kind!r}.")))
+
+    async def _start_answer(self, content: dict[str, Any], *, regenerate: bool) -> None:
+        if self.answering:
+            await self.send_json(error_frame(Busy()))
+            return
+        try:
+            text = "" if regenerate else validate_user_message(content.get("content"))
+            conversation_id = content.get("conversation_id")
+            if conversation_id is not None:
+                conversation_id = uuid.UUID(str(conversation_id))
+            elif regenerate:
+                raise ValidationFailed("regenerate needs a conversation_id.")
+        except ValueError:
+            await self.send_json(error_frame(ValidationFailed("conversation_id must be a UUID.")))
+            return
+        except PlatformError as exc:
+            await self.send_json(error_frame(exc))
+            return
+        self.answering = True
+        self.answer = asyncio.create_task(self._answer(text, conversation_id, regenerate))
+
+    async def _answer(self, text: str, conversation_id: uuid.UUID | None, regenerate: bool) -> None:
+        assert self.subject is not None
+        started: Start | None = None
+        parts: list[str] = []
+        try:
+            events = services.reply(
+                subject=self.subject,
+                content=text,
+                conversation_id=conversation_id,
+                regenerate=regenerate,
+                options=services.ChatOptions(principal=self.scope.get("user")),
+            )
+            async with aclosing(events) as stream:
+                async for event in stream:
+                    if type(event) is Token:
+                        parts.append(event.text)
+                        await self.send_json({"type": "token", "text": event.text})
+                    elif isinstance(event, Start):
+                        started = event
+                        await self.send_json(
+                            {
+                                "type": "start",
+                                "conversation_id": event.conversation_id,
+                                "message_id": event.message_id,
+                                "cached": event.cached,
+                            }
+                        )
+                    elif isinstance(event, Sources):
+                        await self.send_json({"type": "sources", "sources": event.sources})
+                    elif isinstance(event, End):
+                        self.answering = False
+                        await self.send_json(self._end_frame(event))
+                    elif isinstance(event, Error):
+                        self.answering = False
+                        CHAT_ERRORS.labels(event.code).inc()
+                        await self.send_json(
+                            error_frame(
+                                event.error,
+                                message_id=event.message_id,
+                                html=render_markdown(event.partial, cite_prefix=self._prefix(event.message_id))
+                                if event.partial
+                                else None,
+                            )
+                        )
+        except asyncio.CancelledError:
+            # stop (or disconnect): the service has stored the partial answer by now.
+            self.answering = False
+            if getattr(self, "connected", False) and started is not None:
+                partial = "".join(parts)
+                await self.send_json(
+                    {
+                        "type": "end",
+                        "status": "partial",
+                        "stopped": True,
+                        "conversation_id": started.conversation_id,
+                        "message_id": started.message_id,
+                        "html": render_markdown(partial, cite_prefix=self._prefix(started.message_id)),
+                        "usage": None,
+                        "latency": None,
+                        "citations": None,
+                    }
+                )
+        except Exception:
+            log.exception("websocket answer failed")
+            self.answering = False
+            if getattr(self, "connected", False):
+                await self.send_json(error_frame(InternalError()))
+        finally:
+            self.answering = False
+
+    def _end_frame(self, event: End) -> dict[str, Any]:
+        return {
+            "type": "end",
+            "status": event.status,
+            "conversation_id": event.conversation_id,
+            "message_id": event.message_id,
+            "usage": event.usage,
+            "latency": event.latency,
+            "citations": event.citations,
+            "cached": event.cached,
+            "html": render_markdown(event.content, cite_prefix=self._prefix(event.message_id)),
+        }
+
+    @staticmethod
+    def _prefix(message_id: int | None) -> str:
+        return f"src-{message_id}-"

@@ -1,0 +1,56 @@
+"""Answers as safe HTML: Markdown with raw HTML disabled, then sanitised.
+
+Model output and document text are untrusted. Two layers keep script out:
+markdown-it with ``html=False`` escapes any HTML in the text and refuses
+``javascript:``-style links; nh3 (the ammonia sanitiser) then allows only a
+small set of tags, attributes and URL schemes. ``[n]`` citation markers become
+links to the numbered sources under the answer.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+
+_CITE = re.compile(r"\[(\d{1,3})\]")
+
+ALLOWED_TAGS = {
+    "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",
+    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6",
+    "table", "thead", "tbody", "tr", "th", "td", "a", "sup",
+}  # fmt: skip
+ALLOWED_ATTRIBUTES = {"a": {"href", "title", "class"}, "sup": {"class"}, "ol": {"start"}}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])
+
+    def render_text(renderer, tokens, idx, options, env) -> str:
+        text = escapeHtml(tokens[idx].content)
+        prefix = env.get("cite_prefix")
+        if prefix is None:
+            return text
+        return _CITE.sub(lambda m: f'<sup class="cite"><a href="#{prefix}{m.group(1)}">[{m.group(1)}]</a></sup>', text)
+
+    md.add_render_rule("text", render_text)
+    return md
+
+
+def render_markdown(text: str, *, cite_prefix: str | None = None) -> str:
+    """Safe HTML for an answer. ``cite_prefix``: ``[n]`` links to ``#{cite_prefix}{n}``."""
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "", cite_prefix) if cite_prefix is not None else None
+    html = _parser().render(text or "", {"cite_prefix": prefix})
+    return nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )

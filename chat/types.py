@@ -1,0 +1,100 @@
+"""Value types of the chat service: who is asking, and the events an answer is made of.
+
+Every adapter (websocket, REST/SSE, OpenAI-compatible) consumes the same event
+stream from ``chat.services`` and renders it in its own protocol::
+
+    Start -> Sources -> Token* -> End        (an answer, complete or not)
+    Error                                    (refused before anything was stored)
+    Start -> Sources? -> Token* -> Error     (failed midway; the partial answer is stored)
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat.errors import PlatformError
+from chat.gateway.services import Subject
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose conversations these are: a user, else a session (anonymous chat or a user-less API key)."""
+
+    user_id: int | None = None
+    session_key: str | None = None
+
+    @property
+    def is_known(self) -> bool:
+        return self.user_id is not None or bool(self.session_key)
+
+    @classmethod
+    def of(cls, subject: Subject) -> Owner:
+        if subject.user_id is not None:
+            return cls(user_id=subject.user_id)
+        if subject.session_key:
+            return cls(session_key=subject.session_key)
+        if subject.api_key_id is not None:
+            return cls(session_key=f"apikey:{subject.api_key_id}")
+        return cls()
+
+
+# --- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    conversation_id: uuid.UUID | None  # None: a stateless (OpenAI, store=false) request
+    message_id: int | None
+    model: str = ""
+    cached: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    sources: list[dict[str, Any]]  # numbered, as Source.as_dict()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    status: str  # complete | partial
+    content: str
+    citations: list[dict[str, Any]]
+    usage: dict[str, int]  # prompt_tokens, completion_tokens, total_tokens
+    latency: dict[str, int | None]  # ttft_ms, total_ms
+    model: str = ""
+    finish_reason: str | None = None
+    cached: bool = False
+    conversation_id: uuid.UUID | None = None
+    message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    error: PlatformError
+    # Set when the failure came after Start: what was stored.
+    message_id: int | None = None
+    partial: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def message(self) -> str:
+        return self.error.text
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.error.extra.get("retry_after")
+        return float(value) if value is not None else None
+
+
+ChatEvent = Start | Sources | Token | End | Error
