@@ -28,3 +28,7 @@ class RetrievedChunk:
     category: str
     language: str
     url: str  # where a citation links to (the document's page)
+    timestamp: dt.datetime | None = None  # the document's date, when it has one
+    # 1-based rank in each list before fusion (None: not in that list); for debugging and evaluation.
+    lexical_rank: int | None = None
+    semantic_rank: int | None = None

@@ -163,7 +163,12 @@ write_env_file() {
         ready_postgres && echo "DATABASE_URL=postgres://vh:vh@127.0.0.1:$PG_PORT/vh"
         ready_redis && echo "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
         ready_redis-cluster && echo "REDIS_CLUSTER_URL=redis://127.0.0.1:${REDIS_CLUSTER_PORTS[0]}/0"
-        ready_elasticsearch && echo "ES_URL=http://127.0.0.1:$ES_PORT"
+        if ready_elasticsearch; then
+            echo "ES_URL=http://127.0.0.1:$ES_PORT"
+            # A single local node: one shard, no replica (green, not yellow).
+            echo "ES_NUMBER_OF_SHARDS=1"
+            echo "ES_NUMBER_OF_REPLICAS=0"
+        fi
         if ready_triton; then
             echo "TRITON_URL=http://127.0.0.1:$TRITON_HTTP_PORT"
             echo "TRITON_GRPC_URL=127.0.0.1:$TRITON_GRPC_PORT"

@@ -1,0 +1,42 @@
+"""Reciprocal rank fusion of the lexical and semantic rankings (done in the application).
+
+RRF (Cormack et al., 2009): score(d) = sum over rankings of weight / (k + rank(d)),
+rank starting at 1. It needs no score normalisation, which matters here: BM25
+scores are unbounded and differ between engines, cosine scores are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from knowledge.search.base import IndexedChunk, SearchResult
+
+
+@dataclass(frozen=True, slots=True)
+class FusedHit:
+    chunk: IndexedChunk
+    score: float
+    lexical_rank: int | None
+    semantic_rank: int | None
+
+
+def reciprocal_rank_fusion(
+    result: SearchResult, *, k: int = 60, lexical_weight: float = 1.0, semantic_weight: float = 1.0
+) -> list[FusedHit]:
+    chunks: dict[int, IndexedChunk] = {}
+    lexical: dict[int, int] = {}
+    semantic: dict[int, int] = {}
+    for rank, hit in enumerate(result.lexical, start=1):
+        chunks.setdefault(hit.chunk.chunk_id, hit.chunk)
+        lexical.setdefault(hit.chunk.chunk_id, rank)
+    for rank, hit in enumerate(result.semantic, start=1):
+        chunks.setdefault(hit.chunk.chunk_id, hit.chunk)
+        semantic.setdefault(hit.chunk.chunk_id, rank)
+    fused = []
+    for chunk_id, chunk in chunks.items():
+        lex, sem = lexical.get(chunk_id), semantic.get(chunk_id)
+        score = (lexical_weight / (k + lex) if lex else 0.0) + (semantic_weight / (k + sem) if sem else 0.0)
+        fused.append(FusedHit(chunk, score, lex, sem))
+    # Ties (same score) break on the better single rank, then the chunk id: stable results.
+    fused.sort(key=lambda h: (-h.score, min(h.lexical_rank or 10**9, h.semantic_rank or 10**9), h.chunk.chunk_id))
+    return fused
