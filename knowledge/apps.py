@@ -10,6 +10,16 @@ class KnowledgeConfig(AppConfig):
         from monitoring import health
 
         checks.register(check_search_backend, checks.Tags.compatibility)
+        # Import the search client at start-up (about a second on a busy box), not
+        # inside the first /readyz or chat request's time budget.
+        from django.core.exceptions import ImproperlyConfigured
+
+        from knowledge.search import get_search_backend
+
+        try:
+            get_search_backend()  # builds the backend object; connects to nothing
+        except ImproperlyConfigured:
+            pass  # reported by the system check above, with a hint
 
         async def probe_search() -> str:
             from knowledge.search import get_search_backend
