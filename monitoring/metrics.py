@@ -94,11 +94,14 @@ INFERENCE_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 INFERENCE_RETRIES = Counter(
-    "inference_retries_total", "Attempts after the first one (retries and failovers), by endpoint tried.",
+    "inference_retries_total",
+    "Attempts after the first one (retries and failovers), by endpoint tried.",
     ["endpoint", "kind"],
 )
 INFERENCE_IN_FLIGHT = Gauge(
-    "inference_in_flight_requests", "Requests currently running against an endpoint.", ["endpoint"],
+    "inference_in_flight_requests",
+    "Requests currently running against an endpoint.",
+    ["endpoint"],
     multiprocess_mode="livesum",
 )
 EMBEDDING_BATCH_WAIT = Histogram(
