@@ -63,6 +63,7 @@ from inference.errors import InferenceError, StreamInterrupted
 from inference.types import GenerationParams, StreamEnd, TokenDelta
 from knowledge import services as knowledge
 from knowledge.types import SearchFilters
+from monitoring.metrics import CHAT_RESPONSES
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class ChatOptions:
     # top_p, max_tokens, stop, seed, presence_penalty, frequency_penalty.
     params: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
+    # False: the caller wants the whole answer at once (a non-streaming OpenAI request), so the
+    # upstream is asked without streaming too: one JSON body instead of an SSE event per token.
+    stream: bool = True
 
 
 # --- conversations, messages, feedback (plain writes for the REST adapter) -------------
@@ -439,15 +443,19 @@ class _Run:
             next_checkpoint = time.monotonic() + every if every > 0 else float("inf")
             affinity = str(self.stored.conversation_id) if self.stored else None
             # aclosing: however this loop ends, the upstream stream is closed (its HTTP request cancelled).
-            async with aclosing(
+            upstream = (
                 inference.generate_stream(prompt.messages, params=params, affinity_key=affinity)
-            ) as stream:
+                if self.options.stream
+                else _whole_answer(prompt.messages, params=params, affinity_key=affinity)
+            )
+            async with aclosing(upstream) as stream:
                 async for event in stream:
                     if type(event) is TokenDelta:
                         if ttft is None:
                             ttft = time.perf_counter()
                         parts.append(event.text)
-                        deltas += 1
+                        # A streamed delta is about one token; a whole answer is estimated.
+                        deltas += 1 if self.options.stream else estimate_tokens(event.text)
                         yield Token(event.text)
                         if time.monotonic() >= next_checkpoint and (checkpoint is None or checkpoint.done()):
                             next_checkpoint = time.monotonic() + every
@@ -529,6 +537,7 @@ class _Run:
     async def _finish(self, outcome: _Outcome) -> None:
         """The final write (one transaction), Redis history, and the cache entry of a complete answer."""
         outcome.total_ms = self._ms()
+        CHAT_RESPONSES.labels("cached" if outcome.cached else str(outcome.status)).inc()
         if self.stored:
             await db(_store_finish)(self.stored, outcome)
             if not self.regenerate:
@@ -595,6 +604,22 @@ class _Outcome:
     total_ms: int | None = None
     cached: bool = False
     error: PlatformError | None = None
+
+
+async def _whole_answer(
+    messages: Sequence[Any], *, params: GenerationParams, affinity_key: str | None
+) -> AsyncIterator[TokenDelta | StreamEnd]:
+    """``inference.generate`` (one non-streaming upstream call) in the shape of a stream."""
+    done = await inference.generate(messages, params=params, affinity_key=affinity_key)
+    if done.text:
+        yield TokenDelta(done.text)
+    yield StreamEnd(
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+        model=done.model,
+        endpoint=done.endpoint,
+        duration_s=done.duration_s,
+    )
 
 
 async def _wait(task: asyncio.Task | None) -> None:
