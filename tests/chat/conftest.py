@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -88,14 +87,7 @@ def guide(transactional_db):
     upload = knowledge.document_upload(
         collection=collection, filename="guide.txt", data=GUIDE_TEXT.encode(), title=title
     )
-    try:
-        document = knowledge.document_ingest(document=upload.document)
-    except Exception as exc:
-        # TODO(knowledge): remove once ingestion works against the test Elasticsearch; until then
-        # the chat tests still check that a sources frame is sent (empty).
-        warnings.warn(f"knowledge ingestion failed, chat tests run without a document: {exc}", stacklevel=1)
-        yield None
-        return
+    document = knowledge.document_ingest(document=upload.document)
     access.forget()
     yield document
     try:

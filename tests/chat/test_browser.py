@@ -95,12 +95,8 @@ def test_it_streams_an_answer_with_a_source_and_stops(chat_settings, guide, chat
     first = wait.until(lambda d: answer_text(d) or False)
     grown = wait.until(lambda d: (len(answer_text(d)) > len(first) and answer_text(d)) or False)
     assert len(grown) > len(first)  # text streams in, it does not arrive at once
-    if guide is not None:
-        link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".message.assistant .sources li a") or False)[0]
-        assert link.text.startswith(GUIDE_TITLE_PREFIX)
-    else:
-        # TODO(knowledge): with ingestion working, a source link appears here.
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".message.assistant .sources"))
+    link = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".message.assistant .sources li a") or False)[0]
+    assert link.text.startswith(GUIDE_TITLE_PREFIX)
 
     stop = browser.find_element(By.ID, "stop-button")
     assert stop.is_displayed()

@@ -55,8 +55,7 @@ async def test_it_streams_a_cited_answer_and_stores_what_was_streamed(chat_setti
     assert set(kinds[2:-1]) == {"token"}
 
     sources = frames[1]["sources"]
-    if guide is not None:
-        assert any(s["title"].startswith(GUIDE_TITLE_PREFIX) and s["document_id"] == guide.pk for s in sources)
+    assert any(s["title"].startswith(GUIDE_TITLE_PREFIX) and s["document_id"] == guide.pk for s in sources)
     assert [s["n"] for s in sources] == list(range(1, len(sources) + 1))
     assert all(s["url"] and s["snippet"] for s in sources)
 
