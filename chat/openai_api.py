@@ -76,8 +76,10 @@ def openai_error(err: PlatformError) -> HttpResponse:
     return response
 
 
-async def _principal(request: HttpRequest) -> Any:
-    principal = await authenticate_bearer(request.headers.get("Authorization"))
+async def _principal(request: HttpRequest, *, admitted: bool = False) -> Any:
+    # admitted: the request goes through gateway.admit(), which checks a cached key's
+    # revocation in its own Redis round trip (one round trip before the answer, not two).
+    principal = await authenticate_bearer(request.headers.get("Authorization"), defer_revocation_check=admitted)
     if principal is None:
         raise AuthenticationRequired("Send your API key: 'Authorization: Bearer <key>'.")
     require_scope(principal, "chat")
@@ -92,7 +94,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return openai_error(MethodNotAllowed("Use POST."))
     try:
-        principal = await _principal(request)
+        principal = await _principal(request, admitted=True)
         payload = parse_json_body(request.body)
         validated = validate_chat_request(payload, openai=True, extra_fields=("store",))
         store = validated.extra.get("store", settings.CHAT_OPENAI_STORE_DEFAULT)
@@ -108,6 +110,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         params=validated.params,
         model=validated.model,
         principal=principal,
+        stream=validated.stream,
     )
     subject = subject_for(principal=principal, ip=client_ip(request.META))
     events = services.complete(subject=subject, messages=validated.messages, store=store, options=options)

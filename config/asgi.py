@@ -2,6 +2,14 @@
 
 Production: ``gunicorn config.asgi:application -k uvicorn_worker.UvicornWorker``
 (see deploy/gunicorn.conf.py); local: ``manage.py runserver`` (Daphne).
+
+The integrators' API (``CHAT_API_FAST_PATH_PREFIXES``, default ``/v1/``) goes through
+a second Django handler with a short, async-only middleware chain
+(``CHAT_API_FAST_PATH_MIDDLEWARE``): Django's ``MiddlewareMixin`` middleware run
+their hooks through ``sync_to_async`` (a thread hop each, twice per middleware),
+and the full chain made an API request cost several times its own work
+(docs/performance.md). Those paths use no session, cookie, CSRF, message or
+template, so nothing the skipped middleware provide applies to them.
 """
 
 import os
@@ -16,13 +24,55 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
 from monitoring.logging import RequestIdASGIMiddleware  # noqa: E402
 
+
+class FastPathASGIHandler(ASGIHandler):
+    """Django's ASGI handler with its own (async-only) middleware list."""
+
+    def __init__(self, middleware: list[str]) -> None:
+        self._fast_middleware = list(middleware)
+        super().__init__()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # BaseHandler reads settings.MIDDLEWARE; swap it for the build only (import time,
+        # single-threaded), so the chain is built by Django's own code.
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = self._fast_middleware
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+    async def __call__(self, scope, receive, send):
+        # No per-request ThreadSensitiveContext: it starts a new thread for each request's
+        # sync steps (request_started/finished receivers, response.close()); with no sync
+        # middleware those few calls share Django's one long-lived sync thread instead.
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+
+def _http_app():
+    prefixes = tuple(settings.CHAT_API_FAST_PATH_PREFIXES)
+    if not prefixes:
+        return django_asgi_app
+    fast = FastPathASGIHandler(settings.CHAT_API_FAST_PATH_MIDDLEWARE)
+
+    async def http(scope, receive, send):
+        app = fast if scope["path"].startswith(prefixes) else django_asgi_app
+        await app(scope, receive, send)
+
+    return http
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": _http_app(),
         "websocket": RequestIdASGIMiddleware(
             AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
         ),

@@ -219,6 +219,10 @@ INFERENCE_EMBEDDING_MODEL_NAME = env_str("INFERENCE_EMBEDDING_MODEL_NAME", "mult
 INFERENCE_SYNC_ENDPOINTS = env_bool("INFERENCE_SYNC_ENDPOINTS", True)
 # Seconds between reloads of the in-memory endpoint registry (other processes' admin edits).
 INFERENCE_REGISTRY_REFRESH_S = env_float("INFERENCE_REGISTRY_REFRESH_S", 15.0)
+# Connections per httpx pool of an OpenAI-compatible endpoint: an endpoint's max_concurrent
+# (+2) connections are split over ceil((max_concurrent + 2) / size) pooled clients, because
+# httpcore scans its whole pool on every request (docs/performance.md). 0: one pool.
+INFERENCE_HTTP_POOL_SHARD_SIZE = env_int("INFERENCE_HTTP_POOL_SHARD_SIZE", 16)
 # Attempts per request across endpoints (retries happen only before the first token).
 INFERENCE_MAX_ATTEMPTS = env_int("INFERENCE_MAX_ATTEMPTS", 3)
 INFERENCE_RETRY_BACKOFF_S = env_float("INFERENCE_RETRY_BACKOFF_S", 0.2)
@@ -289,6 +293,15 @@ CHAT_CHECKPOINT_S = env_float("CHAT_CHECKPOINT_S", 10.0)
 CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 8)
 # Default of the OpenAI `store` flag on /v1/chat/completions (keep the exchange as a conversation).
 CHAT_OPENAI_STORE_DEFAULT = env_bool("CHAT_OPENAI_STORE_DEFAULT", False)
+# Paths served by a second Django handler with only async-native middleware (config/asgi.py,
+# docs/performance.md): the OpenAI-compatible API uses no session, cookie, CSRF or template.
+# Empty: every path goes through MIDDLEWARE.
+CHAT_API_FAST_PATH_PREFIXES = env_list("CHAT_API_FAST_PATH_PREFIXES", ["/v1/"])
+CHAT_API_FAST_PATH_MIDDLEWARE = [
+    "monitoring.logging.RequestIdMiddleware",
+    "monitoring.middleware.RequestMetricsMiddleware",
+    "monitoring.middleware.AllowedHostMiddleware",
+]
 
 # --- Gateway controls (API keys, rate limits, response cache, validation) ------
 # See docs/gateway.md for what each knob does and why the defaults are what they are.

@@ -91,6 +91,8 @@ async def stream_chat(
             finish: str | None = None
             usage: Usage | None = None
             chunks_with_text = 0
+            # The per-token histogram child, looked up once per answer (labels() locks and hashes).
+            per_token = metrics.TIME_PER_OUTPUT_TOKEN.labels(rt.name)
             async with contextlib.aclosing(client.chat_stream(body, deadline=plan.deadline)) as chunks:
                 async for chunk in chunks:
                     model = chunk.model or model
@@ -103,7 +105,7 @@ async def stream_chat(
                         first_at = now
                         metrics.TIME_TO_FIRST_TOKEN.labels(rt.name).observe(now - attempt_started)
                     else:
-                        metrics.TIME_PER_OUTPUT_TOKEN.labels(rt.name).observe(now - last_at)
+                        per_token.observe(now - last_at)
                     last_at = now
                     chunks_with_text += 1
                     parts.append(chunk.text)

@@ -11,7 +11,6 @@ See docs/inference.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ logger = logging.getLogger(__name__)
 # --- generation -------------------------------------------------------------
 
 
-async def generate_stream(
+def generate_stream(
     messages: Sequence[ChatMessage],
     *,
     params: GenerationParams | None = None,
@@ -51,11 +50,9 @@ async def generate_stream(
     its prompt prefix stays cached there. Closing the iterator (``aclose()``, best with
     ``contextlib.aclosing``) or cancelling the consuming task closes the upstream request.
     """
-    stream = generation.stream_chat(get_registry(), messages, params=params, affinity_key=affinity_key)
-    # aclosing: closing this generator closes the inner one at once (not at garbage collection).
-    async with contextlib.aclosing(stream):
-        async for event in stream:
-            yield event
+    # The generator itself, not a wrapper around it: one generator layer less per token
+    # (docs/performance.md); closing it closes the upstream request the same way.
+    return generation.stream_chat(get_registry(), messages, params=params, affinity_key=affinity_key)
 
 
 async def generate(

@@ -87,3 +87,29 @@ class RequestMetricsMiddleware:
         else:
             done()
         return response
+
+
+class AllowedHostMiddleware:
+    """The API fast path's stand-in for SecurityMiddleware + CommonMiddleware (config/asgi.py).
+
+    Async-native, so no thread hop: validates the Host header against ALLOWED_HOSTS
+    (``get_host`` raises DisallowedHost, answered 400 by Django) and sets the
+    nosniff header the full chain would set.
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        from django.conf import settings
+
+        self.get_response = get_response
+        self.nosniff = settings.SECURE_CONTENT_TYPE_NOSNIFF
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        request.get_host()
+        response = await self.get_response(request)
+        if self.nosniff:
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response

@@ -23,7 +23,7 @@ import re
 import secrets
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,9 @@ class Principal:
     scopes: frozenset[str]
     policy_id: int | None = None
     prefix: str = ""
+    # True: served from the per-process key cache and the Redis revocation check was left to
+    # the request's admit() round trip (authenticate_bearer(defer_revocation_check=True)).
+    revocation_pending: bool = False
 
     def has_scopes(self, *scopes: str) -> bool:
         return all(s in self.scopes for s in scopes)
@@ -192,19 +195,29 @@ async def _revoked_in_redis(key_id: int) -> bool | None:
         return None
 
 
-async def authenticate_bearer(authorization_header: str | None) -> Principal | None:
+async def authenticate_bearer(
+    authorization_header: str | None, *, defer_revocation_check: bool = False
+) -> Principal | None:
     """The principal of a bearer API key; None when the request carries no bearer key.
 
     Raises AuthenticationRequired (401) for a malformed, unknown, expired or revoked key or
     a disabled owner. Async end to end: the database is read only on a cache miss.
+
+    ``defer_revocation_check``: for a key served from the cache, do not ask Redis here; the
+    principal comes back with ``revocation_pending`` and the caller's ``admit()`` asks in its
+    own round trip (refusing a revoked key before anything is generated). Only for callers
+    that always go through ``admit()`` before answering.
     """
+    deferred = False
     full_key = parse_bearer(authorization_header)
     if full_key is None:
         return None
     prefix = full_key[: len(KEY_PREFIX) + PREFIX_CHARS]
     facts = _cache.get(prefix)
     fresh = facts is None or time.monotonic() - facts.loaded_at >= settings.GATEWAY_KEY_CACHE_S
-    if not fresh and facts is not None:
+    if not fresh and facts is not None and defer_revocation_check and redis_enabled():
+        deferred = True
+    elif not fresh and facts is not None:
         revoked = await _revoked_in_redis(facts.id)
         if revoked is None:
             fresh = True  # cannot confirm: ask the source of truth
@@ -229,7 +242,25 @@ async def authenticate_bearer(authorization_header: str | None) -> Principal | N
         task = asyncio.get_running_loop().create_task(_touch_last_used(facts.id, now))
         _background.add(task)
         task.add_done_callback(_background.discard)
-    return principal
+    return replace(principal, revocation_pending=True) if deferred else principal
+
+
+async def confirm_not_revoked(prefix: str, *, revoked_in_redis: bool | None) -> None:
+    """The deferred revocation check (see authenticate_bearer), answered by admit().
+
+    ``revoked_in_redis``: the SISMEMBER answer, or None when Redis could not answer, in
+    which case the database decides (never fail open on revocation). Raises
+    AuthenticationRequired (401) for a revoked key (or one that stopped being valid).
+    """
+    if revoked_in_redis is None:
+        facts = await database_sync_to_async(_facts_sync)(prefix)
+        if facts is not None and facts.revoked_at is None and facts.user_active:
+            return
+    elif not revoked_in_redis:
+        return
+    _cache.pop(prefix, None)
+    API_KEY_AUTHENTICATIONS.labels(outcome="revoked").inc()
+    raise AuthenticationRequired("This API key has been revoked.", reason="revoked_key")
 
 
 async def _touch_last_used(key_id: int, now: datetime) -> None:
@@ -321,7 +352,11 @@ def subject_for(*, principal: Principal | None, user: Any = None, ip: str = "", 
 
     if principal is not None:
         return Subject(
-            user_id=principal.user_id, api_key_id=principal.api_key_id, api_key_policy_id=principal.policy_id, ip=ip
+            user_id=principal.user_id,
+            api_key_id=principal.api_key_id,
+            api_key_policy_id=principal.policy_id,
+            ip=ip,
+            revocation_prefix=principal.prefix if principal.revocation_pending else "",
         )
     if user is not None and getattr(user, "is_authenticated", False):
         return Subject(user_id=user.pk, ip=ip, session_key=session_key)

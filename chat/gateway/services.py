@@ -37,6 +37,7 @@ from redis.exceptions import MaxConnectionsError, NoScriptError, RedisClusterExc
 
 from chat.errors import AuthenticationRequired, RateLimited, ServiceUnavailable
 from chat.gateway import cache, limiter
+from chat.gateway.auth import confirm_not_revoked, revoked_set_key
 from chat.gateway.redis_async import REDIS_ERRORS, redis_call
 from config.redis import key, redis_enabled
 from monitoring.metrics import (
@@ -60,6 +61,8 @@ class Subject:
     ip: str = ""
     session_key: str | None = None
     is_anonymous: bool = False
+    # Non-empty: the API key's revocation check was deferred to admit() (the key's prefix).
+    revocation_prefix: str = ""
 
 
 @dataclass(slots=True)
@@ -294,11 +297,14 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
     if _is_anonymous(subject) and not settings.ANONYMOUS_CHAT_ENABLED:
         raise AuthenticationRequired("Log in to chat: anonymous chat is disabled on this site.")
     checks = limiter.checks_for(subject, await limiter.policies()) if settings.RATELIMIT_ENABLED else []
-    if not checks and not cache_key:
+    revocation = bool(subject.revocation_prefix) and subject.api_key_id is not None
+    if not checks and not cache_key and not revocation:
         return Admission()
     member = f"{uuid.uuid4().hex[:16]}"
 
     if not _redis_usable():
+        if revocation:
+            await confirm_not_revoked(subject.revocation_prefix, revoked_in_redis=None)
         if checks and redis_enabled() and settings.RATELIMIT_FAIL_MODE == "closed":
             raise _unavailable()
         if cache_key:
@@ -310,10 +316,14 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
     extra: list[tuple] = []
     if cache_key:
         extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1)]
+    if revocation:  # the API key's revocation check rides in the same round trip (last reply)
+        extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
     try:
         results = await redis_call(lambda r: _run_scripts(r, calls, extra))
     except REDIS_ERRORS as exc:
         _mark_redis_down(exc)
+        if revocation:
+            await confirm_not_revoked(subject.revocation_prefix, revoked_in_redis=None)
         if checks and settings.RATELIMIT_FAIL_MODE == "closed":
             raise _unavailable() from None
         if cache_key:
@@ -324,6 +334,9 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
         RATELIMIT_LATENCY.observe(elapsed)
 
     outcomes = [limiter.outcome_from_reply(c, r) for c, r in zip(checks, results, strict=False)]
+    if revocation and results[-1]:
+        await _undo([o.check for o in outcomes if o.allowed], member)
+        await confirm_not_revoked(subject.revocation_prefix, revoked_in_redis=True)
     if not all(o.allowed for o in outcomes):
         await _undo([o.check for o in outcomes if o.allowed], member)
         return _refusal(outcomes)

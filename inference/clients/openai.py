@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
+from django.conf import settings
 
 from inference.config import EndpointConfig
 from inference.errors import (
@@ -48,32 +51,76 @@ class ChatChunk:
     model: str | None = None
 
 
+class _Pool:
+    __slots__ = ("http", "in_flight")
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.in_flight = 0
+
+
+def _in_flight(pool: _Pool) -> int:
+    return pool.in_flight
+
+
 class OpenAIClient:
     def __init__(self, config: EndpointConfig) -> None:
         self.config = config
         self.name = config.name
-        headers = {"Accept": "application/json"}
+        # identity: the SSE bytes are read raw (no decoder per read); a server that
+        # compresses anyway is still decoded (see chat_stream).
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        self._http = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=config.connect_timeout_s,
-                # Reads are bounded per read by asyncio.timeout (first token / gap / deadline).
-                read=None,
-                write=config.read_timeout_s,
-                pool=config.total_timeout_s,
-            ),
-            # The endpoint's limiter keeps requests <= max_concurrent; a little room for probes.
-            limits=httpx.Limits(
-                max_connections=config.max_concurrent + 2, max_keepalive_connections=config.max_concurrent
-            ),
-        )
+        # The endpoint's limiter keeps requests <= max_concurrent; a little room for probes.
+        slots = config.max_concurrent + 2
+        # httpcore's pool scans every connection (and polls each idle socket) whenever a
+        # request starts or ends, O(connections) or worse per request: with a few hundred
+        # connections in one pool that scan dominated the request. Several small pools (each
+        # a plain pooled AsyncClient with keep-alive), picked least-busy first, keep it short.
+        shard = settings.INFERENCE_HTTP_POOL_SHARD_SIZE
+        self._max_pools = max(1, math.ceil(slots / shard)) if shard > 0 else 1
+        self._per_pool = math.ceil(slots / self._max_pools)
+        self._base_url = config.base_url.rstrip("/") + "/"
+        self._headers = headers
+        # One TLS context for all pools (building one costs milliseconds); unused for http://.
+        self._verify: Any = httpx.create_ssl_context() if self._base_url.startswith("https") else True
+        # Pools are opened as the load needs them: a quiet endpoint holds one.
+        self._pools = [self._new_pool()]
+        self._http = self._pools[0].http  # probes and other light calls
         self._model: str | None = config.model_name or None
 
+    def _new_pool(self) -> _Pool:
+        config = self.config
+        return _Pool(
+            httpx.AsyncClient(
+                base_url=self._base_url,
+                headers=self._headers,
+                verify=self._verify,
+                timeout=httpx.Timeout(
+                    connect=config.connect_timeout_s,
+                    # Reads are bounded per read by asyncio.timeout (first token / gap / deadline).
+                    read=None,
+                    write=config.read_timeout_s,
+                    pool=config.total_timeout_s,
+                ),
+                limits=httpx.Limits(max_connections=self._per_pool, max_keepalive_connections=self._per_pool),
+            )
+        )
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.http.aclose()
+
+    def _pick(self) -> _Pool:
+        """The least busy pool, a new one when all are full (the caller decrements ``in_flight``)."""
+        pools = self._pools
+        pool = pools[0] if len(pools) == 1 else min(pools, key=_in_flight)
+        if pool.in_flight >= self._per_pool and len(pools) < self._max_pools:
+            pool = self._new_pool()
+            pools.append(pool)
+        pool.in_flight += 1
+        return pool
 
     # --- models -----------------------------------------------------------------
 
@@ -109,52 +156,64 @@ class OpenAIClient:
         StreamInterrupted once text was delivered. Closing the iterator closes the
         HTTP response, hence the upstream connection: the server stops generating.
         """
-        loop = asyncio.get_running_loop()
-        payload = {**body, "stream": True}
-        payload.setdefault("stream_options", {"include_usage": True})
-        request = self._http.build_request("POST", "chat/completions", json=payload)
-        first_text_deadline = min(deadline, loop.time() + self.config.read_timeout_s)
+        pool = self._pick()
+        http = pool.http
         try:
-            async with asyncio.timeout_at(first_text_deadline):
-                response = await self._http.send(request, stream=True)
-        except TimeoutError:
-            raise UpstreamTimeout(f"no answer within {self.config.read_timeout_s:g}s", endpoint=self.name) from None
-        except httpx.HTTPError as exc:
-            raise _map_transport_error(exc, self.name) from exc
-        try:
-            if response.status_code >= 400:
-                text = await _read_error_body(response, min(deadline, loop.time() + self.config.read_timeout_s))
-                raise _status_error(response.status_code, text, self.name)
-            decoder = SSEDecoder()
-            reads = response.aiter_bytes()
-            got_text = False
-            finished = False
-            while True:
-                bound = min(deadline, first_text_deadline if not got_text else loop.time() + self.config.read_timeout_s)
-                try:
-                    async with asyncio.timeout_at(bound):
-                        piece = await anext(reads, None)
-                except TimeoutError:
-                    what = "the next token" if got_text else "the first token"
-                    raise UpstreamTimeout(f"no {what} in time", endpoint=self.name) from None
-                except httpx.HTTPError as exc:
-                    raise _map_transport_error(exc, self.name) from exc
-                events = decoder.close() if piece is None else decoder.feed(piece)
-                for event in events:
-                    chunk = _parse_event(event, self.name)
-                    if chunk is None:  # [DONE]
-                        return
-                    if chunk.finish_reason:
-                        finished = True
-                    if chunk.text:
-                        got_text = True
-                    yield chunk
-                if piece is None:
-                    if finished:
-                        return  # a clean end after finish_reason; some servers omit [DONE]
-                    raise UpstreamServerError("the stream ended before the answer was complete", endpoint=self.name)
+            loop = asyncio.get_running_loop()
+            payload = {**body, "stream": True}
+            payload.setdefault("stream_options", {"include_usage": True})
+            # orjson instead of httpx's json= (stdlib json.dumps): the body is built per request.
+            request = http.build_request(
+                "POST", "chat/completions", content=orjson.dumps(payload), headers=_JSON_CONTENT
+            )
+            first_text_deadline = min(deadline, loop.time() + self.config.read_timeout_s)
+            try:
+                async with asyncio.timeout_at(first_text_deadline):
+                    response = await http.send(request, stream=True)
+            except TimeoutError:
+                raise UpstreamTimeout(f"no answer within {self.config.read_timeout_s:g}s", endpoint=self.name) from None
+            except httpx.HTTPError as exc:
+                raise _map_transport_error(exc, self.name) from exc
+            try:
+                if response.status_code >= 400:
+                    text = await _read_error_body(response, min(deadline, loop.time() + self.config.read_timeout_s))
+                    raise _status_error(response.status_code, text, self.name)
+                decoder = SSEDecoder()
+                encoded = response.headers.get("content-encoding", "identity").lower() not in ("", "identity")
+                reads = response.aiter_bytes() if encoded else response.aiter_raw()
+                got_text = False
+                finished = False
+                while True:
+                    bound = min(
+                        deadline, first_text_deadline if not got_text else loop.time() + self.config.read_timeout_s
+                    )
+                    try:
+                        async with asyncio.timeout_at(bound):
+                            piece = await anext(reads, None)
+                    except TimeoutError:
+                        what = "the next token" if got_text else "the first token"
+                        raise UpstreamTimeout(f"no {what} in time", endpoint=self.name) from None
+                    except httpx.HTTPError as exc:
+                        raise _map_transport_error(exc, self.name) from exc
+                    events = decoder.close() if piece is None else decoder.feed(piece)
+                    for event in events:
+                        chunk = _parse_event(event, self.name)
+                        if chunk is None:  # [DONE]
+                            await _drain(reads, min(deadline, loop.time() + _DRAIN_S))
+                            return
+                        if chunk.finish_reason:
+                            finished = True
+                        if chunk.text:
+                            got_text = True
+                        yield chunk
+                    if piece is None:
+                        if finished:
+                            return  # a clean end after finish_reason; some servers omit [DONE]
+                        raise UpstreamServerError("the stream ended before the answer was complete", endpoint=self.name)
+            finally:
+                await response.aclose()
         finally:
-            await response.aclose()
+            pool.in_flight -= 1
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -169,21 +228,40 @@ class OpenAIClient:
         return _json_or_error(response, self.name)
 
     async def _post_json(self, path: str, payload: dict[str, Any], *, deadline: float) -> Any:
+        pool = self._pick()
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._http.post(path, json=payload)
+                response = await pool.http.post(path, content=orjson.dumps(payload), headers=_JSON_CONTENT)
         except TimeoutError:
             raise UpstreamTimeout("no answer within the total timeout", endpoint=self.name) from None
         except httpx.HTTPError as exc:
             raise _map_transport_error(exc, self.name) from exc
+        finally:
+            pool.in_flight -= 1
         return _json_or_error(response, self.name)
+
+
+_JSON_CONTENT = {"Content-Type": "application/json"}
+# After [DONE] the body's last bytes (the chunked terminator) are normally already here:
+# reading them lets httpcore put the connection back in the pool (an unfinished response
+# closes it, and the next request pays a new TCP connect).
+_DRAIN_S = 0.25
+
+
+async def _drain(reads: AsyncIterator[bytes], deadline: float) -> None:
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for _ in reads:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass  # the connection is dropped instead of reused
 
 
 def _json_or_error(response: httpx.Response, endpoint: str) -> Any:
     if response.status_code >= 400:
         raise _status_error(response.status_code, response.text[:_ERROR_BODY_LIMIT], endpoint)
     try:
-        return response.json()
+        return orjson.loads(response.content)
     except ValueError:
         raise UpstreamServerError("the answer is not JSON", status=response.status_code, endpoint=endpoint) from None
 
@@ -238,7 +316,7 @@ def _parse_event(event: SSEEvent, endpoint: str) -> ChatChunk | None:
     if event.event == "error":
         raise _event_error(data, endpoint)
     try:
-        payload = json.loads(data)
+        payload = orjson.loads(data)
     except ValueError:
         raise UpstreamServerError(f"malformed stream event: {data[:200]!r}", endpoint=endpoint) from None
     if not isinstance(payload, dict):
