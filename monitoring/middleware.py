@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from monitoring.metrics import HTTP_REQUESTS, REQUEST_DURATION
 
 # Probes and the scrape itself would drown the latency figures.
-_SKIP = {"healthz", "readyz", "prometheus-django-metrics"}
+_SKIP = {"healthz", "readyz", "prometheus-django-metrics", "monitoring-live-figures"}
 
 
 def _endpoint(request: HttpRequest) -> str:
