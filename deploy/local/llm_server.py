@@ -45,7 +45,7 @@ def build_params(
     host: str = "127.0.0.1",
     port: int = 8081,
     threads: int = 2,
-    n_ctx: int = 2048,
+    n_ctx: int = 8192,
     n_parallel: int = 4,
     alias: str = MODEL_ALIAS,
     model: str | None = None,
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=env("VH_LLM_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("VH_LLM_PORT", "8081")))
     parser.add_argument("--threads", type=int, default=int(env("VH_LLM_THREADS", "2")))
-    parser.add_argument("--ctx", type=int, default=int(env("VH_LLM_CTX", "2048")))
+    parser.add_argument("--ctx", type=int, default=int(env("VH_LLM_CTX", "8192")))
     parser.add_argument("--parallel", type=int, default=int(env("VH_LLM_PARALLEL", "4")))
     parser.add_argument("--alias", default=env("VH_LLM_ALIAS", MODEL_ALIAS))
     parser.add_argument("--model", default=env("VH_LLM_MODEL_PATH") or None)

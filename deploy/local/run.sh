@@ -13,6 +13,10 @@ LLM_PORT="${LOCAL_LLM_PORT:-8081}"
 export DEBUG="${DEBUG:-1}"
 export DATA_DIR="${DATA_DIR:-$REPO/.local/data}"
 export LOCAL_LLM_URL="${LOCAL_LLM_URL:-http://127.0.0.1:${LLM_PORT}/v1}"
+# The chat's token estimate counts about one token per Hangul syllable; SmolLM2's
+# English-centric tokenizer spends 2-3. A 2048 budget (about 4,200 real tokens with five
+# Korean sources) stays inside the local server's 8192 window and keeps CPU prompt time down.
+export CHAT_CONTEXT_WINDOW="${CHAT_CONTEXT_WINDOW:-2048}"
 LOGS="$REPO/.local/logs"
 mkdir -p "$LOGS" "$DATA_DIR"
 
