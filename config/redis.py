@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
+from redis.cluster import RedisCluster as SyncRedisCluster
 
 # Per loop, per (URL, cluster flag): settings overridden in tests get their own client.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, bool], aioredis.Redis]] = (
@@ -34,7 +39,7 @@ def get_redis() -> aioredis.Redis:
     if not settings.REDIS_URL:
         raise RuntimeError("REDIS_URL is not configured")
     loop = asyncio.get_running_loop()
-    cluster = bool(getattr(settings, "REDIS_CLUSTER", False))
+    cluster = bool(settings.REDIS_CLUSTER)
     per_loop = _clients.setdefault(loop, {})
     client = per_loop.get((settings.REDIS_URL, cluster))
     if client is None and cluster:
@@ -60,6 +65,32 @@ def get_redis() -> aioredis.Redis:
         client = aioredis.Redis(connection_pool=pool)
         per_loop[(settings.REDIS_URL, cluster)] = client
     return client
+
+
+@contextmanager
+def sync_redis() -> Iterator[Any]:
+    """A short-lived synchronous client for admin pages and commands (closed afterwards).
+
+    Same URL, cluster mode and timeouts as the hot path's client; the socket timeout is
+    longer because SCANs and UNLINK batches take longer than hot-path calls.
+    RuntimeError when REDIS_URL is unset.
+    """
+    if not settings.REDIS_URL:
+        raise RuntimeError("REDIS_URL is not configured")
+    options: dict[str, Any] = {
+        "socket_connect_timeout": settings.REDIS_TIMEOUT,
+        "socket_timeout": settings.REDIS_TIMEOUT * 5,
+        "decode_responses": False,
+    }
+    client: Any
+    if settings.REDIS_CLUSTER:
+        client = SyncRedisCluster.from_url(settings.REDIS_URL, **options)
+    else:
+        client = redis.Redis.from_url(settings.REDIS_URL, **options)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def key(*parts: object) -> str:

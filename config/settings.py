@@ -130,6 +130,9 @@ REDIS_URL = env_opt("REDIS_URL")
 # Every Redis key the platform writes starts with this (several deployments can share a server).
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "vh")
 REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 1.0)
+# REDIS_URL names one node of a Redis Cluster (config/redis.py clients of the request path
+# and admin pages; the Django cache and the channel layer need a non-cluster Redis).
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 # Connections per process (per event loop) of the async client used on the request path.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
 
@@ -343,10 +346,6 @@ if not 3600 <= RESPONSE_CACHE_TTL <= 86400:
 RESPONSE_CACHE_MAX_TEMPERATURE = env_float("RESPONSE_CACHE_MAX_TEMPERATURE", 0.0)
 # The temperature a request without one is generated at (decides whether it is cacheable).
 RESPONSE_CACHE_DEFAULT_TEMPERATURE = env_float("RESPONSE_CACHE_DEFAULT_TEMPERATURE", 0.0)
-
-# REDIS_URL names one node of a Redis Cluster (read by config/redis.get_redis; the
-# Django cache and the channel layer need a non-cluster REDIS_URL, see docs/gateway.md).
-REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 
 # Chat sessions in Redis (session:{user}:{session}), refreshed on activity.
 CHAT_SESSION_TTL = env_int("CHAT_SESSION_TTL", 1800)

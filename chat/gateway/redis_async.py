@@ -5,9 +5,9 @@ Every gateway call on the request path goes through ``redis_call``:
 - a time bound on the whole exchange (connect, cluster discovery, a retried pipeline),
   REDIS_TIMEOUT x 2, so a hung Redis never hangs a request;
 - a per-event-loop gate of GATEWAY_REDIS_CONCURRENCY calls in flight, below the client's
-  connection pool size: redis-py's asyncio pool raises MaxConnectionsError instead of
-  waiting when it is exhausted, and a burst of requests must queue for a few microseconds,
-  not be mistaken for a Redis outage.
+  connection pool size: the single-node client's pool blocks when exhausted
+  (config.redis), but the cluster client's per-node pools raise MaxConnectionsError, and
+  a burst of requests must queue for a few microseconds, not be mistaken for an outage.
 """
 
 from __future__ import annotations

@@ -552,7 +552,7 @@ def apikey_publish_revocation(*, api_key_id: int) -> bool:
     When Redis is down, processes re-read the database within GATEWAY_KEY_CACHE_S instead.
     """
     from chat.gateway.auth import revoked_set_key
-    from chat.gateway.redis_sync import sync_redis
+    from config.redis import sync_redis
 
     if not redis_enabled():
         return False
@@ -567,7 +567,7 @@ def apikey_publish_revocation(*, api_key_id: int) -> bool:
 
 def ratelimit_reset(*, subjects: list[str]) -> int:
     """Delete every rate-limit key of these subjects (all windows); returns the keys removed."""
-    from chat.gateway.redis_sync import sync_redis
+    from config.redis import sync_redis
 
     removed = 0
     with sync_redis() as r:
@@ -581,7 +581,7 @@ def ratelimit_reset(*, subjects: list[str]) -> int:
 
 def cache_delete(*, entry_key: str) -> bool:
     """Delete one response-cache entry (full key or digest)."""
-    from chat.gateway.redis_sync import sync_redis
+    from config.redis import sync_redis
 
     k = entry_key.strip()
     if not k.startswith(cache.prefix()):
@@ -596,7 +596,8 @@ def keys_purge_prefix(*, prefix: str, batch: int = 500) -> int:
     ``prefix`` is relative to the platform namespace and must not be empty (a guard against
     wiping sessions, history and limits by accident); returns the number of keys removed.
     """
-    from chat.gateway.redis_sync import glob_escape, sync_redis
+    from chat.gateway.redis_sync import glob_escape
+    from config.redis import sync_redis
 
     prefix = prefix.strip()
     if not prefix:
@@ -623,7 +624,7 @@ def cache_flush() -> int:
 
 
 def cache_stats_reset() -> None:
-    from chat.gateway.redis_sync import sync_redis
+    from config.redis import sync_redis
 
     with sync_redis() as r:
         r.unlink(cache.stats_key())
@@ -634,7 +635,7 @@ def cache_ttl_set(*, seconds: int | None) -> int:
 
     Other processes pick it up within GATEWAY_POLICY_CACHE_S. Existing entries keep theirs.
     """
-    from chat.gateway.redis_sync import sync_redis
+    from config.redis import sync_redis
 
     with sync_redis() as r:
         if seconds is None:
