@@ -19,6 +19,7 @@ CHAT_CHECKPOINT_S, fired off the loop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -29,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from chat import access, selectors
@@ -194,6 +196,9 @@ class _Stored:
     message_id: int
     user_message_id: int | None
     new_conversation: bool
+    # What the conversation row says now: the final write touches it only when these change.
+    model: str = ""
+    endpoint: str = ""
 
 
 @dataclass(slots=True)
@@ -204,7 +209,7 @@ class _Plan:
     history_budget: int
     scope: tuple[int, ...]  # the collections asked for (stored on the conversation; () = all readable)
     search_ids: tuple[int, ...]  # what retrieval may search (scope or all readable); () = nothing
-    conversation_id: uuid.UUID | None = None
+    conversation: Conversation | None = None
 
 
 class _Run:
@@ -262,7 +267,7 @@ class _Run:
             history_budget=cfg.history_token_budget,
             scope=scope,
             search_ids=search_ids,
-            conversation_id=conversation.pk if conversation else None,
+            conversation=conversation,
         )
 
     async def _scope(
@@ -361,7 +366,7 @@ class _Run:
                 try:
                     self.stored = await db(_store_start)(
                         owner=self.owner,
-                        conversation_id=plan.conversation_id,
+                        conversation=plan.conversation,
                         question=self.question,
                         regenerate=self.regenerate,
                         channel=self.channel,
@@ -416,6 +421,7 @@ class _Run:
     ) -> AsyncIterator[ChatEvent]:
         sources: list[Source] = []
         parts: list[str] = []
+        deltas = 0  # upstream pieces (about one token each) received
         outcome = _Outcome(status=Message.Status.PARTIAL, content="")
         checkpoint: asyncio.Task | None = None
         try:
@@ -438,13 +444,18 @@ class _Run:
 
             end: StreamEnd | None = None
             ttft: float | None = None
-            deltas = 0
             every = settings.CHAT_CHECKPOINT_S if self.stored else 0
             next_checkpoint = time.monotonic() + every if every > 0 else float("inf")
             affinity = str(self.stored.conversation_id) if self.stored else None
             # aclosing: however this loop ends, the upstream stream is closed (its HTTP request cancelled).
             upstream = (
-                inference.generate_stream(prompt.messages, params=params, affinity_key=affinity)
+                inference.generate_stream(
+                    prompt.messages,
+                    params=params,
+                    affinity_key=affinity,
+                    # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
+                    coalesce=self.channel != Conversation.Channel.OPENAI,
+                )
                 if self.options.stream
                 else _whole_answer(prompt.messages, params=params, affinity_key=affinity)
             )
@@ -455,7 +466,7 @@ class _Run:
                             ttft = time.perf_counter()
                         parts.append(event.text)
                         # A streamed delta is about one token; a whole answer is estimated.
-                        deltas += 1 if self.options.stream else estimate_tokens(event.text)
+                        deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
                         yield Token(event.text)
                         if time.monotonic() >= next_checkpoint and (checkpoint is None or checkpoint.done()):
                             next_checkpoint = time.monotonic() + every
@@ -476,7 +487,7 @@ class _Run:
             # Client gone or stop pressed: keep what was streamed, then let the cancel proceed.
             outcome.status = Message.Status.PARTIAL
             outcome.content = "".join(parts)
-            outcome.completion_tokens = len(parts)
+            outcome.completion_tokens = deltas
             outcome.citations = map_citations(outcome.content, sources)
             await _wait(checkpoint)
             await asyncio.shield(_quietly(self._finish(outcome)))
@@ -497,7 +508,7 @@ class _Run:
         outcome.content = "".join(parts)
         outcome.citations = map_citations(outcome.content, sources)
         if outcome.completion_tokens == 0:
-            outcome.completion_tokens = len(parts) if outcome.error is None else estimate_tokens(outcome.content)
+            outcome.completion_tokens = deltas if outcome.error is None else estimate_tokens(outcome.content)
         await _wait(checkpoint)
         await asyncio.shield(self._finish(outcome))
         if outcome.error is not None:
@@ -648,26 +659,35 @@ def _title(question: str) -> str:
 def _store_start(
     *,
     owner: Owner,
-    conversation_id: uuid.UUID | None,
+    conversation: Conversation | None,
     question: str,
     regenerate: bool,
     channel: str,
     collection_ids: list[int],
 ) -> _Stored:
-    """Store the question and an empty answer row before anything is generated."""
-    with transaction.atomic():
-        new = conversation_id is None
-        if new:
+    """Store the question and an empty answer row before anything is generated.
+
+    Every answer pays for this and for ``_store_finish``, so they are kept to the fewest
+    round trips (each ORM statement costs about a millisecond of CPU here): a question in a
+    conversation is one UPDATE of the conversation and one INSERT of both messages, without
+    a transaction (if the INSERT failed, the conversation's updated_at moved, nothing else).
+    """
+    new = conversation is None
+    with transaction.atomic() if new or regenerate else contextlib.nullcontext():
+        if conversation is None:
             conversation = conversation_create(
                 owner=owner, title=_title(question), channel=channel, collection_ids=collection_ids
             )
             cid = conversation.pk
         else:
-            cid = conversation_id
-            updated = Conversation.objects.filter(pk=cid).update(updated_at=timezone.now())
+            cid = conversation.pk
+            # Touch the conversation and title it if it has no title yet, in one statement.
+            updated = Conversation.objects.filter(pk=cid).update(
+                updated_at=timezone.now(),
+                title=Case(When(title="", then=Value(_title(question))), default=F("title")),
+            )
             if not updated:
                 raise NotFound("No such conversation.")
-            Conversation.objects.filter(pk=cid, title="").update(title=_title(question))
         user_message_id = None
         if regenerate:
             last_user = (
@@ -679,12 +699,26 @@ def _store_start(
                 Message.objects.filter(
                     conversation_id=cid, role=Message.Role.ASSISTANT, superseded=False, id__gt=last_user.pk
                 ).update(superseded=True)
+            answer = Message.objects.create(
+                conversation_id=cid, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
+            )
         else:
-            user_message_id = Message.objects.create(conversation_id=cid, role=Message.Role.USER, content=question).pk
-        answer = Message.objects.create(
-            conversation_id=cid, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING
-        )
-    return _Stored(conversation_id=cid, message_id=answer.pk, user_message_id=user_message_id, new_conversation=new)
+            # One INSERT; the ids come back in order (question first, as created_at and id sort).
+            question_row, answer = Message.objects.bulk_create(
+                [
+                    Message(conversation_id=cid, role=Message.Role.USER, content=question),
+                    Message(conversation_id=cid, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING),
+                ]
+            )
+            user_message_id = question_row.pk
+    return _Stored(
+        conversation_id=cid,
+        message_id=answer.pk,
+        user_message_id=user_message_id,
+        new_conversation=new,
+        model=conversation.model,
+        endpoint=conversation.endpoint,
+    )
 
 
 def _store_checkpoint(message_id: int, content: str) -> None:
@@ -692,7 +726,16 @@ def _store_checkpoint(message_id: int, content: str) -> None:
 
 
 def _store_finish(stored: _Stored, outcome: _Outcome) -> None:
-    with transaction.atomic():
+    """The answer row, in one UPDATE; the conversation row only when its model or endpoint changed.
+
+    The conversation's ``updated_at`` was set when the question was stored.
+    """
+    changes: dict[str, Any] = {}
+    if outcome.model and outcome.model[:200] != stored.model:
+        changes["model"] = outcome.model[:200]
+    if outcome.endpoint and outcome.endpoint[:200] != stored.endpoint:
+        changes["endpoint"] = outcome.endpoint[:200]
+    with transaction.atomic() if changes else contextlib.nullcontext():
         Message.objects.filter(pk=stored.message_id).update(
             content=outcome.content,
             status=outcome.status,
@@ -705,12 +748,8 @@ def _store_finish(stored: _Stored, outcome: _Outcome) -> None:
             total_ms=outcome.total_ms,
             cached=outcome.cached,
         )
-        changes: dict[str, Any] = {"updated_at": timezone.now()}
-        if outcome.model:
-            changes["model"] = outcome.model[:200]
-        if outcome.endpoint:
-            changes["endpoint"] = outcome.endpoint[:200]
-        Conversation.objects.filter(pk=stored.conversation_id).update(**changes)
+        if changes:
+            Conversation.objects.filter(pk=stored.conversation_id).update(**changes, updated_at=timezone.now())
 
 
 def _turns_for_regenerate(conversation_id: uuid.UUID) -> list[dict[str, str]]:

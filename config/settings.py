@@ -222,10 +222,6 @@ INFERENCE_EMBEDDING_MODEL_NAME = env_str("INFERENCE_EMBEDDING_MODEL_NAME", "mult
 INFERENCE_SYNC_ENDPOINTS = env_bool("INFERENCE_SYNC_ENDPOINTS", True)
 # Seconds between reloads of the in-memory endpoint registry (other processes' admin edits).
 INFERENCE_REGISTRY_REFRESH_S = env_float("INFERENCE_REGISTRY_REFRESH_S", 15.0)
-# Connections per httpx pool of an OpenAI-compatible endpoint: an endpoint's max_concurrent
-# (+2) connections are split over ceil((max_concurrent + 2) / size) pooled clients, because
-# httpcore scans its whole pool on every request (docs/performance.md). 0: one pool.
-INFERENCE_HTTP_POOL_SHARD_SIZE = env_int("INFERENCE_HTTP_POOL_SHARD_SIZE", 16)
 # Attempts per request across endpoints (retries happen only before the first token).
 INFERENCE_MAX_ATTEMPTS = env_int("INFERENCE_MAX_ATTEMPTS", 3)
 INFERENCE_RETRY_BACKOFF_S = env_float("INFERENCE_RETRY_BACKOFF_S", 0.2)

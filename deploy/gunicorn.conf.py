@@ -56,7 +56,7 @@ def _usable_cpus() -> int:
 
 # --- server socket and workers ---------------------------------------------------
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "config.workers.UvicornWorker"
 # One async worker saturates one core (the event loop is single-threaded), so one
 # per core; the sync-worker rule 2*cores+1 would only add memory.
 workers = _env_int("WEB_CONCURRENCY", _usable_cpus())

@@ -63,6 +63,7 @@ async def stream_chat(
     params: GenerationParams | None = None,
     affinity_key: str | None = None,
     max_attempts: int | None = None,
+    coalesce: bool = False,
 ) -> AsyncIterator[StreamEvent]:
     params = params or GenerationParams()
     validate(messages, params)
@@ -81,6 +82,8 @@ async def stream_chat(
                 metrics.INFERENCE_REQUESTS.labels(rt.name, GENERATION, exc.code).inc()
             raise
         parts: list[str] = []
+        # Every inter-token gap is observed, into process memory; written out once per attempt.
+        per_token = metrics.LocalHistogram(metrics.TIME_PER_OUTPUT_TOKEN.labels(rt.name))
         try:
             client: OpenAIClient = rt.client()
             model = await client.model()
@@ -91,9 +94,8 @@ async def stream_chat(
             finish: str | None = None
             usage: Usage | None = None
             chunks_with_text = 0
-            # The per-token histogram child, looked up once per answer (labels() locks and hashes).
-            per_token = metrics.TIME_PER_OUTPUT_TOKEN.labels(rt.name)
-            async with contextlib.aclosing(client.chat_stream(body, deadline=plan.deadline)) as chunks:
+            stream = client.chat_stream(body, deadline=plan.deadline, coalesce=coalesce)
+            async with contextlib.aclosing(stream) as chunks:
                 async for chunk in chunks:
                     model = chunk.model or model
                     finish = chunk.finish_reason or finish
@@ -107,9 +109,9 @@ async def stream_chat(
                     else:
                         per_token.observe(now - last_at)
                     last_at = now
-                    chunks_with_text += 1
+                    chunks_with_text += chunk.pieces
                     parts.append(chunk.text)
-                    yield TokenDelta(chunk.text)
+                    yield TokenDelta(chunk.text, chunk.pieces)
         except InferenceError as exc:
             plan.failed(rt, exc)
             if parts:
@@ -123,6 +125,7 @@ async def stream_chat(
             plan.abandoned(rt, exc)
             raise
         finally:
+            per_token.flush()
             rt.limiter.release()
         plan.succeeded(rt)
         ended = loop.time()

@@ -41,6 +41,7 @@ def generate_stream(
     *,
     params: GenerationParams | None = None,
     affinity_key: str | None = None,
+    coalesce: bool = False,
 ) -> AsyncIterator[StreamEvent]:
     """Stream an answer: zero or more TokenDelta, then exactly one StreamEnd.
 
@@ -49,10 +50,15 @@ def generate_stream(
     ``affinity_key`` (e.g. the conversation id) keeps a conversation on one endpoint so
     its prompt prefix stays cached there. Closing the iterator (``aclose()``, best with
     ``contextlib.aclosing``) or cancelling the consuming task closes the upstream request.
+
+    ``coalesce=True``: tokens that reach this process together (it fell behind the
+    upstream) come as one TokenDelta (``pieces`` > 1) instead of one each: cheaper to
+    relay, so an overloaded process catches up instead of queueing. For callers that
+    show text (the chat); not for ones whose clients may count chunks (the OpenAI API).
     """
     # The generator itself, not a wrapper around it: one generator layer less per token
     # (docs/performance.md); closing it closes the upstream request the same way.
-    return generation.stream_chat(get_registry(), messages, params=params, affinity_key=affinity_key)
+    return generation.stream_chat(get_registry(), messages, params=params, affinity_key=affinity_key, coalesce=coalesce)
 
 
 async def generate(

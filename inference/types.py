@@ -31,6 +31,9 @@ class TokenDelta:
     """One streamed piece of the answer."""
 
     text: str
+    # Upstream events (about one token each) merged into this piece; see ``coalesce``
+    # in inference.services.generate_stream.
+    pieces: int = 1
 
 
 @dataclass(slots=True)

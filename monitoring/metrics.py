@@ -8,6 +8,9 @@ gauges declare how they aggregate (``multiprocess_mode``).
 
 from __future__ import annotations
 
+import bisect
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
@@ -55,6 +58,41 @@ TIME_PER_OUTPUT_TOKEN = Histogram(
     ["endpoint"],
     buckets=_TOKEN_BUCKETS,
 )
+
+
+class LocalHistogram:
+    """Observations gathered in process memory, added to a Histogram child in one go.
+
+    The token loop observes every inter-token gap. Under gunicorn (multiprocess mode) each
+    ``observe`` is two locked writes to an mmap file: about 5 % of the token loop's CPU in
+    the websocket benchmark. This keeps the metric's meaning (one observation per gap) for
+    a handful of writes per answer. ``flush`` once at the end (also after a failure).
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        # Histogram.observe counts a value in the first bucket whose upper bound is >= it.
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        if not any(counts):
+            return
+        for bucket, n in zip(self._child._buckets, counts, strict=True):
+            if n:
+                bucket.inc(n)
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+
+
 TOKENS_GENERATED = Counter("inference_generated_tokens_total", "Completion tokens generated.", ["endpoint"])
 PROMPT_TOKENS = Counter("inference_prompt_tokens_total", "Prompt tokens sent.", ["endpoint"])
 TOKENS_PER_SECOND = Histogram(

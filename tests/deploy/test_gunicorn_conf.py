@@ -39,7 +39,7 @@ def load_conf() -> dict:
 def test_it_runs_uvicorn_workers_one_per_usable_cpu(monkeypatch) -> None:
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
     conf = load_conf()
-    assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert conf["worker_class"] == "config.workers.UvicornWorker"
     assert conf["workers"] == conf["_usable_cpus"]()
     assert 1 <= conf["workers"] <= (os.cpu_count() or 1)
     monkeypatch.setenv("WEB_CONCURRENCY", "3")

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class Answer:
     finish_reason: str | None = "stop"
     keepalive_comments: bool = True  # ": ping" lines between events
     split_writes: bool = True  # write each event in two pieces (a read may end mid-line)
+    end_delay_s: float = 0.0  # between data: [DONE] and the end of the body
+    gzip: bool = False  # Content-Encoding: gzip (although the client asks for identity), flushed per write
     drop_after: int | None = None  # close the socket after this many tokens (no terminator)
     error_after: int | None = None  # send an error event after this many tokens
 
@@ -82,6 +85,7 @@ class ScriptedUpstream:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self.port = 0
+        self.connections = 0  # TCP connections accepted (keep-alive reuse shows here)
 
     @property
     def base_url(self) -> str:
@@ -111,6 +115,7 @@ class ScriptedUpstream:
     # --- connection handling ---------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         task = asyncio.current_task()
         self._handlers.add(task)
         try:
@@ -180,23 +185,25 @@ class ScriptedUpstream:
     ) -> bool:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"transfer-encoding: chunked\r\n\r\n"
+            + (b"content-encoding: gzip\r\n" if action.gzip else b"")
+            + b"transfer-encoding: chunked\r\n\r\n"
         )
         await writer.drain()
+        body = _Body(writer, gzip=action.gzip)
         watcher = asyncio.create_task(self._wait_or_disconnect(reader, record, 3600))
         try:
             if action.first_token_delay_s:
                 await _sleep_unless(record, action.first_token_delay_s)
             base = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": self.model}
-            await self._event(writer, {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}, action)
+            await self._event(body, {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}, action)
             for i, token in enumerate(action.tokens):
                 if record.client_disconnected:
                     return False
                 if action.drop_after is not None and i == action.drop_after:
                     return False  # close without the terminating chunk
                 if action.error_after is not None and i == action.error_after:
-                    await self._event(writer, {"error": {"message": "scripted stream error", "code": 500}}, action)
-                    await _chunk(writer, b"")
+                    await self._event(body, {"error": {"message": "scripted stream error", "code": 500}}, action)
+                    await body.end()
                     record.finished = True
                     return True
                 if i and action.delay_s:
@@ -204,23 +211,25 @@ class ScriptedUpstream:
                     if record.client_disconnected:
                         return False
                 if action.keepalive_comments:
-                    await _chunk(writer, b": ping\n\n")
+                    await body.write(b": ping\n\n")
                 choice = {"index": 0, "delta": {"content": token}, "finish_reason": None}
-                await self._event(writer, {**base, "choices": [choice]}, action)
+                await self._event(body, {**base, "choices": [choice]}, action)
                 record.tokens_sent += 1
             if action.finish_reason:
                 done = {"index": 0, "delta": {}, "finish_reason": action.finish_reason}
-                await self._event(writer, {**base, "choices": [done]}, action)
+                await self._event(body, {**base, "choices": [done]}, action)
             if action.usage:
                 usage = {
                     "prompt_tokens": 7,
                     "completion_tokens": len(action.tokens),
                     "total_tokens": 7 + len(action.tokens),
                 }
-                await self._event(writer, {**base, "choices": [], "usage": usage}, action)
+                await self._event(body, {**base, "choices": [], "usage": usage}, action)
             if action.done:
-                await _chunk(writer, b"data: [DONE]\r\n\r\n")
-            await _chunk(writer, b"")
+                await body.write(b"data: [DONE]\r\n\r\n")
+                if action.end_delay_s:
+                    await asyncio.sleep(action.end_delay_s)
+            await body.end()
             record.finished = True
             return True
         except (ConnectionError, RuntimeError):
@@ -229,16 +238,19 @@ class ScriptedUpstream:
             return False
         finally:
             watcher.cancel()
+            # Let the cancellation land before the next request is read from this connection
+            # (two readers of one StreamReader raise, and a keep-alive connection would be lost).
+            await asyncio.wait([watcher])
 
-    async def _event(self, writer: asyncio.StreamWriter, payload: dict, action: Answer) -> None:
+    async def _event(self, body: _Body, payload: dict, action: Answer) -> None:
         data = f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
         if action.split_writes and len(data) > 4:
             cut = len(data) // 2 + 1  # lands inside the JSON (or a multi-byte character)
-            await _chunk(writer, data[:cut])
+            await body.write(data[:cut])
             await asyncio.sleep(0.001)
-            await _chunk(writer, data[cut:])
+            await body.write(data[cut:])
         else:
-            await _chunk(writer, data)
+            await body.write(data)
 
     def _completion(self, action: Answer) -> dict:
         return {
@@ -300,6 +312,25 @@ async def _write_json(writer: asyncio.StreamWriter, status: int, payload: dict) 
 async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     await writer.drain()
+
+
+class _Body:
+    """The chunked body of a streamed answer; gzip-compressed when asked, flushed at every write."""
+
+    def __init__(self, writer: asyncio.StreamWriter, *, gzip: bool) -> None:
+        self._writer = writer
+        self._zip = zlib.compressobj(wbits=31) if gzip else None
+
+    async def write(self, data: bytes) -> None:
+        if self._zip is not None:
+            data = self._zip.compress(data) + self._zip.flush(zlib.Z_SYNC_FLUSH)
+        await _chunk(self._writer, data)
+
+    async def end(self) -> None:
+        """The gzip trailer, then the terminating empty chunk."""
+        if self._zip is not None:
+            await _chunk(self._writer, self._zip.flush())
+        await _chunk(self._writer, b"")
 
 
 @contextlib.contextmanager

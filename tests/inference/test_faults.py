@@ -259,6 +259,28 @@ async def test_a_stream_without_done_but_with_finish_reason_is_complete(upstream
     assert end.usage.completion_tokens == 1  # counted locally when the server sends no usage
 
 
+async def test_a_gzip_compressed_stream_is_decoded(upstreams, static_registry):
+    up = await upstreams()
+    up.default = Answer(["빈집", " 정비"], gzip=True)
+    text, end = await collect(static_registry(generation_config("a", up.base_url)))
+    assert text == "빈집 정비" and end.finish_reason == "stop" and end.usage.completion_tokens == 2
+
+
+async def test_finished_requests_hand_their_connection_back_for_reuse(upstreams, static_registry):
+    """A stream ended by [DONE] (its tail drained) or by the body's end, an error answer and a
+    JSON answer all leave the keep-alive connection reusable: one TCP connection serves them all."""
+    up = await upstreams()
+    up.script(Answer(["a"], end_delay_s=0.05), Answer(["b"], done=False), Fail(400), Answer(["c"]))
+    registry = static_registry(generation_config("a", up.base_url))
+    assert (await collect(registry))[0] == "a"
+    assert (await collect(registry))[0] == "b"
+    with pytest.raises(UpstreamClientError):
+        await collect(registry)
+    assert (await complete_chat(registry, MESSAGES)).text == "c"
+    assert len(up.chat_requests) == 4
+    assert up.connections == 1
+
+
 async def test_closing_the_stream_closes_the_upstream_connection(upstreams, static_registry):
     up = await upstreams()
     up.default = Answer([f"t{i} " for i in range(200)], delay_s=0.02)
