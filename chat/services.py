@@ -12,8 +12,8 @@ never raise for domain problems: a refusal is an ``Error`` event. If the
 consumer stops early (client gone, stop pressed: the generator is closed or its
 task cancelled), the partial answer is stored with status ``partial`` and the
 upstream request is closed. The token loop does no database work: the answer
-row is written once at the end (plus an optional checkpoint every
-CHAT_CHECKPOINT_S, fired off the loop).
+row is written once at the end (plus, every CHAT_CHECKPOINT_S, a checkpoint of
+the text so far, written with the other streaming answers' by chat.checkpoints).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from chat import access, selectors
+from chat import access, checkpoints, selectors
 from chat import history as chat_history
 from chat.asyncdb import db
 from chat.config import AnswerConfig, get_config
@@ -423,7 +423,6 @@ class _Run:
         parts: list[str] = []
         deltas = 0  # upstream pieces (about one token each) received
         outcome = _Outcome(status=Message.Status.PARTIAL, content="")
-        checkpoint: asyncio.Task | None = None
         try:
             if plan.with_sources and plan.search_ids:
                 sources = await self._retrieve(cfg, plan.search_ids)
@@ -444,9 +443,10 @@ class _Run:
 
             end: StreamEnd | None = None
             ttft: float | None = None
-            every = settings.CHAT_CHECKPOINT_S if self.stored else 0
-            next_checkpoint = time.monotonic() + every if every > 0 else float("inf")
             affinity = str(self.stored.conversation_id) if self.stored else None
+            if self.stored:
+                # The text so far is saved every CHAT_CHECKPOINT_S, with the other streaming answers'.
+                checkpoints.track(self.stored.message_id, parts)
             # aclosing: however this loop ends, the upstream stream is closed (its HTTP request cancelled).
             upstream = (
                 inference.generate_stream(
@@ -468,11 +468,6 @@ class _Run:
                         # A streamed delta is about one token; a whole answer is estimated.
                         deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
                         yield Token(event.text)
-                        if time.monotonic() >= next_checkpoint and (checkpoint is None or checkpoint.done()):
-                            next_checkpoint = time.monotonic() + every
-                            checkpoint = asyncio.create_task(
-                                db(_store_checkpoint)(self.stored.message_id, "".join(parts))
-                            )
                     elif isinstance(event, StreamEnd):
                         end = event
             outcome.status = Message.Status.COMPLETE
@@ -489,7 +484,6 @@ class _Run:
             outcome.content = "".join(parts)
             outcome.completion_tokens = deltas
             outcome.citations = map_citations(outcome.content, sources)
-            await _wait(checkpoint)
             await asyncio.shield(_quietly(self._finish(outcome)))
             raise
         except InferenceError as exc:
@@ -509,7 +503,6 @@ class _Run:
         outcome.citations = map_citations(outcome.content, sources)
         if outcome.completion_tokens == 0:
             outcome.completion_tokens = deltas if outcome.error is None else estimate_tokens(outcome.content)
-        await _wait(checkpoint)
         await asyncio.shield(self._finish(outcome))
         if outcome.error is not None:
             yield Error(
@@ -546,10 +539,11 @@ class _Run:
         )
 
     async def _finish(self, outcome: _Outcome) -> None:
-        """The final write (one transaction), Redis history, and the cache entry of a complete answer."""
+        """The final write (one UPDATE, see _store_finish), Redis history, and the cache entry of a complete answer."""
         outcome.total_ms = self._ms()
         CHAT_RESPONSES.labels("cached" if outcome.cached else str(outcome.status)).inc()
         if self.stored:
+            checkpoints.untrack(self.stored.message_id)
             await db(_store_finish)(self.stored, outcome)
             if not self.regenerate:
                 items = []
@@ -633,11 +627,6 @@ async def _whole_answer(
     )
 
 
-async def _wait(task: asyncio.Task | None) -> None:
-    if task is not None:
-        await _quietly(asyncio.shield(task))
-
-
 async def _quietly(awaitable: Any) -> None:
     """Await a bookkeeping step whose failure must not turn an answer into an error."""
     try:
@@ -648,7 +637,7 @@ async def _quietly(awaitable: Any) -> None:
         log.exception("chat bookkeeping step failed")
 
 
-# --- database steps (each one small transaction, run off the event loop) --------------
+# --- database steps (each as few round trips as possible, run off the event loop) ------
 
 
 def _title(question: str) -> str:
@@ -704,12 +693,15 @@ def _store_start(
             )
         else:
             # One INSERT; the ids come back in order (question first, as created_at and id sort).
-            question_row, answer = Message.objects.bulk_create(
-                [
-                    Message(conversation_id=cid, role=Message.Role.USER, content=question),
-                    Message(conversation_id=cid, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING),
-                ]
-            )
+            try:
+                question_row, answer = Message.objects.bulk_create(
+                    [
+                        Message(conversation_id=cid, role=Message.Role.USER, content=question),
+                        Message(conversation_id=cid, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING),
+                    ]
+                )
+            except IntegrityError:  # the conversation was deleted since the UPDATE above
+                raise NotFound("No such conversation.") from None
             user_message_id = question_row.pk
     return _Stored(
         conversation_id=cid,
@@ -719,10 +711,6 @@ def _store_start(
         model=conversation.model,
         endpoint=conversation.endpoint,
     )
-
-
-def _store_checkpoint(message_id: int, content: str) -> None:
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content)
 
 
 def _store_finish(stored: _Stored, outcome: _Outcome) -> None:

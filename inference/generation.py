@@ -107,7 +107,8 @@ async def stream_chat(
                         first_at = now
                         metrics.TIME_TO_FIRST_TOKEN.labels(rt.name).observe(now - attempt_started)
                     else:
-                        per_token.observe(now - last_at)
+                        # A coalesced chunk stands for `pieces` tokens: its gap is shared among them.
+                        per_token.observe((now - last_at) / chunk.pieces, chunk.pieces)
                     last_at = now
                     chunks_with_text += chunk.pieces
                     parts.append(chunk.text)

@@ -78,9 +78,10 @@ class LocalHistogram:
         self._counts = [0] * len(self._bounds)
         self._sum = 0.0
 
-    def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
+    def observe(self, value: float, count: int = 1) -> None:
+        """``count`` observations of ``value``."""
+        self._counts[bisect.bisect_left(self._bounds, value)] += count
+        self._sum += value * count
 
     def flush(self) -> None:
         counts, self._counts = self._counts, [0] * len(self._bounds)

@@ -95,10 +95,14 @@ class OpenAIClient:
             session = self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
-                # Only the connect is bounded here; reads and the whole request are bounded per
+                # Only getting a connection (DNS, TCP, TLS; a pool slot, which the endpoint's
+                # limiter keeps free) is bounded here; reads and the whole request are bounded per
                 # read by asyncio.timeout (first token / gap / deadline). total=None: no 300 s default.
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_connect=config.connect_timeout_s, sock_read=None
+                    total=None,
+                    connect=config.connect_timeout_s,
+                    sock_connect=config.connect_timeout_s,
+                    sock_read=None,
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
@@ -193,7 +197,12 @@ class OpenAIClient:
                 events = decoder.feed(piece) if piece else decoder.close()
                 merged: ChatChunk | None = None  # text-only chunk being coalesced
                 for event in events:
-                    chunk = _parse_event(event, self.name)
+                    try:
+                        chunk = _parse_event(event, self.name)
+                    except InferenceError:
+                        if merged is not None:  # text received before the error is delivered first
+                            yield merged
+                        raise
                     if chunk is None:  # [DONE]
                         if merged is not None:
                             yield merged

@@ -354,7 +354,6 @@ def main() -> int:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "RATELIMIT_ENABLED": "0",
         "RESPONSE_CACHE_ENABLED": "0",
-        "CHAT_CHECKPOINT_S": "0",
         "LOG_LEVEL": "WARNING",
         "WEB_CONCURRENCY": str(args.workers),
         "GUNICORN_BIND": f"127.0.0.1:{app_port}",

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from inference.clients.openai import ChatChunk, OpenAIClient
+from inference.errors import InferenceError
 from inference.generation import stream_chat
 from inference.registry import Registry, set_registry
 from inference.services import generate_stream
@@ -247,6 +248,22 @@ async def test_finish_usage_and_done_in_the_same_read_are_never_merged_and_keep_
         ("fg", 2, None, None),  # the run before [DONE] is not lost
     ]
     assert "".join(c.text for c in chunks) == "abcdefg"
+
+
+async def test_text_merged_before_an_error_event_in_the_same_read_is_delivered_first(batched, client_for):
+    # An error event ends the stream; the text that came before it in the same read must not
+    # be lost with it (it is the partial answer the chat stores).
+    error = b'data: {"error": {"message": "out of memory", "type": "server_error"}}\n\n'
+    up = await batched([[role()], [text("a"), text("b"), text("c"), error]])
+    received: list[ChatChunk] = []
+    with pytest.raises(InferenceError, match="out of memory"):
+        async for chunk in client_for(up).chat_stream(
+            {"model": "batched-model", "messages": [m.as_dict() for m in MESSAGES]},
+            deadline=asyncio.get_running_loop().time() + 10,
+            coalesce=True,
+        ):
+            received.append(chunk)
+    assert shape(received) == [("", 1, None, None), ("abc", 3, None, None)]
 
 
 async def test_a_run_ends_at_an_event_without_text(batched, client_for):

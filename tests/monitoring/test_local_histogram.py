@@ -245,3 +245,19 @@ def test_multiprocess_mode_gives_the_same_aggregate(multiprocess_values):
     assert_same(registry)
     assert registry.get_sample_value("local_seconds_count", {"endpoint": "a"}) == len(VALUES)
     assert registry.get_sample_value("local_seconds_bucket", {"endpoint": "a", "le": "+Inf"}) == len(VALUES)
+
+
+def test_observe_with_a_count_is_that_many_observations() -> None:
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "d", buckets=(0.01, 0.1, 1.0), registry=registry)
+    local_h = Histogram("local_seconds", "l", buckets=(0.01, 0.1, 1.0), registry=registry)
+    for _ in range(4):
+        direct.observe(0.05)
+    local = LocalHistogram(local_h)
+    local.observe(0.05, 4)
+    local.flush()
+    for name in ("direct_seconds", "local_seconds"):
+        assert registry.get_sample_value(f"{name}_bucket", {"le": "0.1"}) == 4
+        assert registry.get_sample_value(f"{name}_bucket", {"le": "0.01"}) == 0
+        assert registry.get_sample_value(f"{name}_count") == 4
+        assert registry.get_sample_value(f"{name}_sum") == pytest.approx(0.2)

@@ -1,0 +1,110 @@
+"""Checkpoints of the answers being streamed: one UPDATE per process and interval.
+
+While an answer streams, its text so far is saved every CHAT_CHECKPOINT_S so that a crash of
+the process loses at most that much (the final write replaces it). Each streaming answer
+registers its live list of pieces; one task per event loop writes every answer whose text
+grew since the last round, one prepared UPDATE executed for CHECKPOINT_BATCH answers at a
+time, and only where the row is still ``streaming`` (a finished answer is never overwritten by an older
+checkpoint, whichever write reaches the database first).
+
+Before this, every answer wrote its own checkpoint: with 1,000 streams and 10 s that was
+100 UPDATEs (and thread hops) a second, a fifth of a core in the websocket benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from django.conf import settings
+from django.db import connection
+
+from chat.asyncdb import db
+from chat.models import Message
+
+log = logging.getLogger(__name__)
+
+# Answers per database call (each call is one thread hop; the event loop runs between them).
+CHECKPOINT_BATCH = 100
+
+
+class _Book:
+    """The answers streaming on one event loop, and what their last checkpoint held."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, list[str]] = {}
+        self.saved: dict[int, int] = {}  # message id -> pieces in its last checkpoint
+        self.task: asyncio.Task | None = None
+
+
+_books: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Book] = weakref.WeakKeyDictionary()
+
+
+def track(message_id: int, parts: list[str]) -> None:
+    """Checkpoint ``parts`` (the list the token loop appends to) until ``untrack``."""
+    interval = settings.CHAT_CHECKPOINT_S
+    if interval <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    book = _books.get(loop)
+    if book is None:
+        book = _books[loop] = _Book()
+    book.live[message_id] = parts
+    if book.task is None or book.task.done():
+        book.task = loop.create_task(_run(book, interval), name="chat-checkpoints")
+
+
+def untrack(message_id: int) -> None:
+    """The answer is about to be written for good: no more checkpoints of it."""
+    try:
+        book = _books[asyncio.get_running_loop()]
+    except (KeyError, RuntimeError):
+        return
+    book.live.pop(message_id, None)
+    book.saved.pop(message_id, None)
+
+
+async def _run(book: _Book, interval: float) -> None:
+    while book.live:
+        await asyncio.sleep(interval)
+        await save_round(book)
+    book.task = None  # nothing streams: the next track() starts a new task
+
+
+async def save_round(book: _Book) -> None:
+    """Write the answers whose text grew since their last checkpoint."""
+    due = {mid: parts for mid, parts in book.live.items() if len(parts) != book.saved.get(mid, 0)}
+    if not due:
+        return
+    items = [(mid, "".join(parts)) for mid, parts in due.items()]
+    for mid, parts in due.items():
+        book.saved[mid] = len(parts)
+    for start in range(0, len(items), CHECKPOINT_BATCH):
+        try:
+            await db(_store_checkpoints)(items[start : start + CHECKPOINT_BATCH])
+        except Exception:  # a missed checkpoint is not worth failing (or stopping) the others
+            log.exception("chat checkpoint write failed")
+
+
+def _store_checkpoints(items: list[tuple[int, str]]) -> None:
+    """Each still-streaming answer gets its text so far: one prepared UPDATE, executemany.
+
+    Not the ORM: an UPDATE with a CASE of hundreds of WHENs took the ORM tens of
+    milliseconds to build, in a thread holding the GIL while the event loop waited to
+    relay tokens (the benchmark's p99 doubled every round). psycopg sends the rows in
+    one pipeline.
+    """
+    qn = connection.ops.quote_name
+    meta = Message._meta
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('content').column)} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {qn(meta.get_field('status').column)} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(text, mid, Message.Status.STREAMING) for mid, text in items])
+
+
+def book_for(loop: asyncio.AbstractEventLoop) -> _Book | None:
+    """The loop's book (tests)."""
+    return _books.get(loop)
