@@ -38,7 +38,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,25 +47,19 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.live import free_port  # noqa: E402
+
 MAX_CLIENTS, MAX_LEVEL_S, MAX_TOTAL_S = 2000, 120, 1200
 GOAL_CLIENTS, GOAL_ADDED_P99_MS = 1000, 50.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pct(values: Any, p: float) -> float | None:
-    if not len(values):
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+    return float(np.percentile(values, p)) if len(values) else None
 
 
 def wait_http(url: str, timeout: float = 90) -> None:

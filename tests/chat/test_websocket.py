@@ -169,8 +169,9 @@ async def test_user_a_cannot_read_or_continue_user_bs_conversation(chat_settings
     assert count == 2
 
 
-async def test_closing_the_socket_mid_answer_stores_the_partial_answer_and_cancels_upstream(chat_settings):
-    """A scripted slow upstream over real sockets shows the upstream request is closed."""
+@pytest.fixture
+async def slow_upstream(chat_settings):
+    """The only generation endpoint: a scripted upstream over real sockets, 200 tokens 50 ms apart."""
     from inference.config import GENERATION, OPENAI, EndpointConfig
     from inference.registry import Registry, set_registry
     from tests.inference.scripted_upstream import Answer, ScriptedUpstream
@@ -183,74 +184,66 @@ async def test_closing_the_socket_mid_answer_stores_the_partial_answer_and_cance
     config = EndpointConfig(name="scripted", kind=GENERATION, protocol=OPENAI, base_url=upstream.base_url)
     previous = set_registry(Registry.static([config]))
     try:
-        ws = await connect()
-        await ws.send_json_to({"type": "message", "content": f"Slow please ({nonce()})"})
-        start = await ws.receive_json_from(timeout=30)
-        tokens = []
-        while len(tokens) < 3:
-            frame = await ws.receive_json_from(timeout=30)
-            if frame["type"] == "token":
-                tokens.append(frame["text"])
-        await ws.disconnect()
-        request = upstream.chat_requests[-1]
-        await asyncio.wait_for(request.disconnected_event.wait(), 10)
-        assert request.client_disconnected and not request.finished and request.tokens_sent < 200
-
-        def stored() -> Message:
-            return Message.objects.get(pk=start["message_id"])
-
-        message = await database_sync_to_async(stored)()
-        assert message.status == "partial"
-        assert message.content.startswith("".join(tokens)) and message.content.startswith("tok0 tok1 tok2 ")
+        yield upstream
     finally:
         set_registry(previous)
         await upstream.stop()
 
 
-async def test_a_streaming_answer_is_checkpointed_before_it_ends(chat_settings, settings):
+async def test_closing_the_socket_mid_answer_stores_the_partial_answer_and_cancels_upstream(slow_upstream):
+    """A scripted slow upstream over real sockets shows the upstream request is closed."""
+    upstream = slow_upstream
+    ws = await connect()
+    await ws.send_json_to({"type": "message", "content": f"Slow please ({nonce()})"})
+    start = await ws.receive_json_from(timeout=30)
+    tokens = []
+    while len(tokens) < 3:
+        frame = await ws.receive_json_from(timeout=30)
+        if frame["type"] == "token":
+            tokens.append(frame["text"])
+    await ws.disconnect()
+    request = upstream.chat_requests[-1]
+    await asyncio.wait_for(request.disconnected_event.wait(), 10)
+    assert request.client_disconnected and not request.finished and request.tokens_sent < 200
+
+    def stored() -> Message:
+        return Message.objects.get(pk=start["message_id"])
+
+    message = await database_sync_to_async(stored)()
+    assert message.status == "partial"
+    assert message.content.startswith("".join(tokens)) and message.content.startswith("tok0 tok1 tok2 ")
+
+
+async def test_a_streaming_answer_is_checkpointed_before_it_ends(slow_upstream, settings):
     """Every CHAT_CHECKPOINT_S the text so far is in the database, while the answer still streams."""
     from chat import checkpoints
-    from inference.config import GENERATION, OPENAI, EndpointConfig
-    from inference.registry import Registry, set_registry
-    from tests.inference.scripted_upstream import Answer, ScriptedUpstream
 
     settings.CHAT_CHECKPOINT_S = 0.2
     book = checkpoints.book_for(asyncio.get_running_loop())
     if book is not None and book.task is not None:  # an earlier test's round, on the 10 s default
         book.task.cancel()
         book.task = None
-    chat_settings.retrieval_enabled = False
-    await database_sync_to_async(chat_settings.save)()
-    upstream = ScriptedUpstream()
-    await upstream.start()
-    upstream.default = Answer(tokens=[f"tok{i} " for i in range(200)], delay_s=0.05)
-    config = EndpointConfig(name="scripted", kind=GENERATION, protocol=OPENAI, base_url=upstream.base_url)
-    previous = set_registry(Registry.static([config]))
-    try:
-        ws = await connect()
-        await ws.send_json_to({"type": "message", "content": f"Slow please ({nonce()})"})
-        start = await ws.receive_json_from(timeout=30)
+    ws = await connect()
+    await ws.send_json_to({"type": "message", "content": f"Slow please ({nonce()})"})
+    start = await ws.receive_json_from(timeout=30)
 
-        def stored() -> Message:
-            return Message.objects.get(pk=start["message_id"])
+    def stored() -> Message:
+        return Message.objects.get(pk=start["message_id"])
 
+    message = await database_sync_to_async(stored)()
+    for _ in range(100):  # up to 5 s; the answer takes 10 s
+        if message.content:
+            break
+        await asyncio.sleep(0.05)
         message = await database_sync_to_async(stored)()
-        for _ in range(100):  # up to 5 s; the answer takes 10 s
-            if message.content:
-                break
-            await asyncio.sleep(0.05)
-            message = await database_sync_to_async(stored)()
-        assert message.status == "streaming"
-        assert message.content.startswith("tok0 tok1 ")
-        await ws.send_json_to({"type": "stop"})
-        while (await ws.receive_json_from(timeout=30))["type"] != "end":
-            pass
-        final = await database_sync_to_async(stored)()
-        assert final.status == "partial" and final.content.startswith(message.content)
-        await ws.disconnect()
-    finally:
-        set_registry(previous)
-        await upstream.stop()
+    assert message.status == "streaming"
+    assert message.content.startswith("tok0 tok1 ")
+    await ws.send_json_to({"type": "stop"})
+    while (await ws.receive_json_from(timeout=30))["type"] != "end":
+        pass
+    final = await database_sync_to_async(stored)()
+    assert final.status == "partial" and final.content.startswith(message.content)
+    await ws.disconnect()
 
 
 async def test_a_repeated_question_is_replayed_from_the_response_cache_and_stored(chat_settings):
