@@ -121,7 +121,8 @@ elif _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
     _db["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
-_db["ENGINE"] = _db["ENGINE"].replace("django.db.backends.", "django_prometheus.db.backends.")
+# django-prometheus's query metrics, through monitoring.db (its backends without a new cursor class per connection).
+_db["ENGINE"] = _db["ENGINE"].replace("django.db.backends.", "monitoring.db.")
 DATABASES = {"default": _db}
 
 # --- Redis: cache, sessions, channel layer ----------------------------------

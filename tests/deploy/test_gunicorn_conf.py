@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import signal
@@ -127,3 +128,26 @@ def test_two_workers_serve_one_aggregated_metrics_page(tmp_path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_worker_tunes_the_interpreter_before_serving() -> None:
+    """config.workers.UvicornWorker.run: GIL switch interval, start-up objects frozen, GC thresholds.
+
+    In a child interpreter (this one's GC settings stay as they are); the serving loop
+    (uvicorn-worker's run) is replaced by a no-op, the rest is the worker's own code.
+    """
+    code = (
+        "import gc, json, sys, uvicorn_worker\n"
+        "uvicorn_worker.UvicornWorker.run = lambda self: None\n"
+        "from config.workers import UvicornWorker\n"
+        "import django.db.models  # something to freeze, as a loaded application would have\n"
+        "UvicornWorker.run(object.__new__(UvicornWorker))\n"
+        "print(json.dumps([gc.get_threshold(), gc.get_freeze_count(), sys.getswitchinterval()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    thresholds, frozen, switch = json.loads(out)
+    from config.workers import UvicornWorker
+
+    assert tuple(thresholds) == UvicornWorker.GC_THRESHOLDS
+    assert frozen > 10_000  # the imported modules' objects left out of every collection
+    assert switch == UvicornWorker.GIL_SWITCH_INTERVAL_S
