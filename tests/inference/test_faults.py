@@ -251,6 +251,62 @@ async def test_a_stall_after_the_first_token_is_an_interruption(upstreams, stati
     assert isinstance(info.value.__cause__, UpstreamTimeout)
 
 
+async def test_a_steady_stream_longer_than_the_read_timeout_completes(upstreams, static_registry):
+    # The read timeout bounds each gap between reads, not the whole answer.
+    up = await upstreams()
+    up.default = Answer(["t"] * 12, delay_s=0.1)
+    text, end = await collect(static_registry(generation_config("a", up.base_url, read_timeout_s=0.3)))
+    assert text == "t" * 12 and end.finish_reason == "stop"
+
+
+async def test_a_gap_times_out_one_read_timeout_after_the_last_token(upstreams, static_registry):
+    # The bound after a token is one read timeout from that token's read, not from the
+    # first read's.
+    up = await upstreams()
+    up.default = Answer(["a", "b"], delay_s=5)
+    registry = static_registry(generation_config("a", up.base_url, read_timeout_s=0.4))
+    first_token_at = None
+    with pytest.raises(StreamInterrupted) as info:
+        async for event in stream_chat(registry, MESSAGES):
+            if isinstance(event, TokenDelta):
+                first_token_at = time.perf_counter()
+    assert first_token_at is not None and isinstance(info.value.__cause__, UpstreamTimeout)
+    assert 0.35 < time.perf_counter() - first_token_at < 1.5
+
+
+async def test_time_the_consumer_takes_between_reads_is_not_the_upstreams(upstreams, static_registry):
+    # The bound starts when a read starts, so a slow consumer (a browser on a slow link)
+    # does not turn into an upstream timeout.
+    up = await upstreams()
+    up.default = Answer(["a", "b", "c"])
+    registry = static_registry(generation_config("a", up.base_url, read_timeout_s=0.2))
+    parts = []
+    async for event in stream_chat(registry, MESSAGES):
+        if isinstance(event, TokenDelta):
+            parts.append(event.text)
+            await asyncio.sleep(0.4)
+    assert "".join(parts) == "abc"
+
+
+async def test_cancelling_the_reader_is_a_cancellation_not_a_timeout(upstreams, static_registry):
+    up = await upstreams()
+    up.default = Answer(["a", "b"], delay_s=30)
+    registry = static_registry(generation_config("a", up.base_url, read_timeout_s=5))
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for event in stream_chat(registry, MESSAGES):
+            if isinstance(event, TokenDelta):
+                first.set()
+
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(up.chat_requests[0].disconnected_event.wait(), 2)  # the request was closed
+
+
 async def test_a_stream_without_done_but_with_finish_reason_is_complete(upstreams, static_registry):
     up = await upstreams()
     up.default = Answer(["x"], done=False, usage=False, keepalive_comments=False)
