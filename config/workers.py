@@ -41,15 +41,15 @@ class UvicornWorker(_UvicornWorker):
     # The cycle collector's thresholds (Python's defaults: 700, 10, 10). Each collection
     # pauses the event loop for as long as it takes to walk its generations, and with
     # hundreds of streams per process the youngest generation always holds the objects of
-    # every stream's pending read (~26 per stream: ~13,000 at 500 streams), so even a
-    # young collection took 10-30 ms here, seven times a second; every tenth one (gen1)
-    # 20-45 ms; and the full ones (gen2, all ~300,000 live objects), 150-300 ms every
+    # every stream's pending read (~26 per stream: ~13,000 at 500 streams), so young
+    # collections (~8 a second) took 10-30 ms every ~3 s; gen1 ones (every tenth) up to
+    # 45 ms; and the full ones (gen2, all ~300,000 live objects), 150-300 ms every
     # 30-60 s. A young collection every 5,000 net new objects instead of 700 runs about
-    # half as often (~10-25 ms each), and a full one waits for 100 gen1 collections
-    # instead of 10 (and, as always, for the old generation to grow by a quarter): under
-    # the 1,000-stream benchmark one every 4-5 minutes at most instead of every 30-60 s.
-    # The full collections found only 20-200 garbage objects each, so memory does not
-    # grow for it. 1,000 streams: added p99 46-93 -> 19-38 ms (docs/chat.md).
+    # half as often, and a full one waits for 100 gen1 collections instead of 10 (and,
+    # as always, for the old generation to grow by a quarter): under the 1,000-stream
+    # benchmark one every 4-5 minutes at most instead of every 30-60 s. The full
+    # collections found only 20-200 garbage objects each, so memory does not grow for
+    # it. 1,000 streams: added p99 46-93 -> 19-38 ms (docs/chat.md).
     GC_THRESHOLDS = (5000, 10, 100)
 
     def run(self) -> None:
