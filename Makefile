@@ -17,7 +17,7 @@ test-fast: venv
 	@.venv/bin/pytest -m fast -q
 
 lint: venv
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache
 
 venv:
 	@deploy/local/bootstrap.sh --dev

@@ -9,14 +9,15 @@ stops applying within that time.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from chat.asyncdb import db
 from chat.errors import NotFound
+from config.local_cache import LocalCache
 from knowledge import selectors as knowledge_selectors
 
 
@@ -41,11 +42,10 @@ class Readable:
         return tuple(sorted(set(out)))
 
 
-_cache: dict[tuple, tuple[float, Readable]] = {}
-_CACHE_MAX = 10_000
+_readable: LocalCache[tuple, Readable] = LocalCache("collection_access", ttl=lambda: settings.CHAT_SETTINGS_TTL_S)
 
 
-def _cache_key(principal: Any) -> tuple | None:
+def _cache_key(principal: Any) -> tuple:
     api_key_id = getattr(principal, "api_key_id", None)
     if api_key_id is not None:
         return ("key", api_key_id)
@@ -61,18 +61,10 @@ def _load(principal: Any) -> Readable:
 
 
 async def readable(principal: Any) -> Readable:
-    key = _cache_key(principal)
-    hit = _cache.get(key) if key else None
-    now = time.monotonic()
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    value = await db(_load)(principal)
-    if key is not None:
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[key] = (now + settings.CHAT_SETTINGS_TTL_S, value)
-    return value
+    return await _readable.aget_or_load(
+        _cache_key(principal), lambda: db(_load)(principal), fallback_on=(DatabaseError,)
+    )
 
 
 def forget() -> None:
-    _cache.clear()
+    _readable.clear()

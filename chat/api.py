@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
-import orjson
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import StreamingHttpResponse
@@ -28,13 +26,14 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chat import selectors, services
-from chat.errors import NotFound, PlatformError
+from chat.errors import NotFound
 from chat.gateway.auth import Principal, client_ip, subject_for
 from chat.gateway.validation import validate_chat_request
-from chat.markdown import render_markdown
+from chat.markdown import answer_html
 from chat.models import Conversation, Feedback, Message
-from chat.types import End, Error, Owner, Sources, Start, Token
-from monitoring.metrics import CHAT_ERRORS
+from chat.renderers.sse import sse_stream
+from chat.types import End, Error, Owner
+from config.drf import error_response
 
 # --- who is asking ---------------------------------------------------------------------
 
@@ -87,10 +86,6 @@ class ChatParticipant(BasePermission):
         return bool(request.user and request.user.is_authenticated) or settings.CHAT_ANONYMOUS_ENABLED
 
 
-def error_response(err: PlatformError) -> Response:
-    return Response(err.as_dict(), status=err.status, headers=err.headers or None)
-
-
 class ChatAPIView(APIView):
     authentication_classes = authentication_classes()
     permission_classes = [ChatParticipant]
@@ -100,11 +95,6 @@ class ChatAPIView(APIView):
         if not request.user.is_authenticated and request.method not in ("GET", "HEAD", "OPTIONS"):
             # DRF checks CSRF only for logged-in sessions; anonymous chat rides on a session too.
             SessionAuthentication().enforce_csrf(request)
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, PlatformError):
-            return error_response(exc)
-        return super().handle_exception(exc)
 
 
 # --- serializers -------------------------------------------------------------------------
@@ -150,7 +140,7 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_html(self, obj: Message) -> str:
         if obj.role == Message.Role.USER:
             return ""
-        return render_markdown(obj.content, cite_prefix=f"src-{obj.pk}-")
+        return answer_html(obj.content, obj.pk)
 
     def get_feedback(self, obj: Message) -> str | None:
         return (self.context.get("ratings") or {}).get(obj.pk)
@@ -307,73 +297,26 @@ class MessageListView(ChatAPIView):
         if wants_sse:
             first = async_to_sync(_first_event)(events)
             if isinstance(first, Error):
-                return _error_response(first)
+                return error_response(first.error)
             response = StreamingHttpResponse(sse_stream(first, events), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
             return response
         final = async_to_sync(services.collect)(events)
         if isinstance(final, Error) and final.message_id is None:
-            return _error_response(final)
+            return error_response(final.error)
         message = Message.objects.get(pk=final.message_id)
         body = {"conversation_id": conversation.pk, "message": MessageSerializer(message).data}
         if isinstance(final, End):
             body |= {"usage": final.usage, "latency": final.latency}
         else:
             body |= final.error.as_dict()
-        return Response(body, status=200 if isinstance(final, End) else final.error.status)
-
-
-def _error_response(event: Error) -> Response:
-    CHAT_ERRORS.labels(event.code).inc()
-    return error_response(event.error)
+        return Response(body, status=200 if isinstance(final, End) else final.error.http_status)
 
 
 async def _first_event(events: AsyncIterator[Any]) -> Any:
     # Not closed here: the stream continues in sse_stream (same event loop under ASGI).
     return await events.__anext__()
-
-
-def _sse(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
-
-
-async def sse_stream(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-    """The events as SSE. Closing this iterator (client gone) closes the service's generator."""
-    async with aclosing(events) as stream:
-        event = first
-        while True:
-            if type(event) is Token:
-                yield _sse("token", {"text": event.text})
-            elif isinstance(event, Start):
-                yield _sse(
-                    "start",
-                    {
-                        "conversation_id": str(event.conversation_id),
-                        "message_id": event.message_id,
-                        "cached": event.cached,
-                    },
-                )
-            elif isinstance(event, Sources):
-                yield _sse("sources", {"sources": event.sources})
-            elif isinstance(event, End):
-                yield _sse(
-                    "end",
-                    {
-                        "status": event.status,
-                        "message_id": event.message_id,
-                        "usage": event.usage,
-                        "latency": event.latency,
-                        "citations": event.citations,
-                    },
-                )
-            elif isinstance(event, Error):
-                CHAT_ERRORS.labels(event.code).inc()
-                yield _sse("error", {**event.error.as_dict()["error"], "message_id": event.message_id})
-            try:
-                event = await stream.__anext__()
-            except StopAsyncIteration:
-                return
 
 
 class FeedbackView(ChatAPIView):

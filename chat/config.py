@@ -2,18 +2,22 @@
 
 The request path reads the snapshot (no database query per request while it is
 fresh, none per token ever). Saving the row in this process invalidates it at
-once; other processes pick the change up within CHAT_SETTINGS_TTL_S.
+once (a ``post_save`` receiver connected in ``ChatConfig.ready``); other processes
+pick the change up within CHAT_SETTINGS_TTL_S. While the database is unreachable the
+last snapshot keeps serving (``config.local_cache``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from chat.asyncdb import db
+from config.local_cache import MISSING, LocalCache
 from inference.services import generation_context_window
 
 
@@ -40,12 +44,15 @@ class AnswerConfig:
         return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
-_cached: tuple[float, AnswerConfig] | None = None
+_snapshot: LocalCache[str, AnswerConfig] = LocalCache(
+    "chat_settings", ttl=lambda: settings.CHAT_SETTINGS_TTL_S, maxsize=1
+)
+_KEY = "chat_settings"
 
 
-def invalidate() -> None:
-    global _cached
-    _cached = None
+def invalidate(**_signal_kwargs: Any) -> None:
+    """Forget the snapshot (also the ``post_save`` receiver of ChatSettings)."""
+    _snapshot.clear()
 
 
 def _load() -> AnswerConfig:
@@ -65,16 +72,12 @@ def _load() -> AnswerConfig:
 
 
 def get_config_sync() -> AnswerConfig:
-    global _cached
-    now = time.monotonic()
-    if _cached is None or _cached[0] <= now:
-        _cached = (now + settings.CHAT_SETTINGS_TTL_S, _load())
-    return _cached[1]
+    return _snapshot.get_or_load(_KEY, _load, fallback_on=(DatabaseError,))
 
 
 async def get_config() -> AnswerConfig:
     """The current snapshot; reads the row only when the cached one is older than the TTL."""
-    cached = _cached
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
+    cached = _snapshot.get(_KEY)
+    if cached is not MISSING:
+        return cached
     return await db(get_config_sync)()

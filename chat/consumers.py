@@ -28,23 +28,24 @@ from django.conf import settings
 from chat import services
 from chat.errors import AuthenticationRequired, Busy, InternalError, PlatformError, ValidationFailed
 from chat.gateway.auth import client_ip, subject_for
-from chat.gateway.services import Subject
+from chat.gateway.types import Subject
 from chat.gateway.validation import validate_user_message
-from chat.markdown import render_markdown
+from chat.renderers.websocket import (
+    end_frame,
+    error_frame,
+    failed_frame,
+    sources_frame,
+    start_frame,
+    stopped_frame,
+    token_frame,
+)
 from chat.types import End, Error, Sources, Start, Token
-from monitoring.metrics import CHAT_ERRORS, WEBSOCKET_CONNECTIONS
+from monitoring.metrics import WEBSOCKET_CONNECTIONS
 
 log = logging.getLogger(__name__)
 
 # Close codes in the 4000 range (application-defined).
 CLOSE_UNAUTHENTICATED = 4401
-
-
-def error_frame(err: PlatformError, **extra: Any) -> dict[str, Any]:
-    """``{"type": "error", "code", "message", "retry_after", ...}`` (extras only when set)."""
-    frame = {"type": "error", **err.as_dict()["error"], **{k: v for k, v in extra.items() if v is not None}}
-    frame.setdefault("retry_after", None)
-    return frame
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -170,52 +171,25 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 async for event in stream:
                     if type(event) is Token:
                         parts.append(event.text)
-                        await self.send_json({"type": "token", "text": event.text})
+                        await self.send_json(token_frame(event.text))
                     elif isinstance(event, Start):
                         started = event
-                        await self.send_json(
-                            {
-                                "type": "start",
-                                "conversation_id": event.conversation_id,
-                                "message_id": event.message_id,
-                                "cached": event.cached,
-                            }
-                        )
+                        await self.send_json(start_frame(event))
                     elif isinstance(event, Sources):
-                        await self.send_json({"type": "sources", "sources": event.sources})
+                        await self.send_json(sources_frame(event.sources))
                     elif isinstance(event, End):
                         self.answering = False
-                        await self.send_json(self._end_frame(event))
+                        await self.send_json(end_frame(event))
                     elif isinstance(event, Error):
                         self.answering = False
-                        CHAT_ERRORS.labels(event.code).inc()
                         await self.send_json(
-                            error_frame(
-                                event.error,
-                                message_id=event.message_id,
-                                html=render_markdown(event.partial, cite_prefix=self._prefix(event.message_id))
-                                if event.partial
-                                else None,
-                            )
+                            failed_frame(event.error, message_id=event.message_id, partial=event.partial)
                         )
         except asyncio.CancelledError:
             # stop (or disconnect): the service has stored the partial answer by now.
             self.answering = False
             if getattr(self, "connected", False) and started is not None:
-                partial = "".join(parts)
-                await self.send_json(
-                    {
-                        "type": "end",
-                        "status": "partial",
-                        "stopped": True,
-                        "conversation_id": started.conversation_id,
-                        "message_id": started.message_id,
-                        "html": render_markdown(partial, cite_prefix=self._prefix(started.message_id)),
-                        "usage": None,
-                        "latency": None,
-                        "citations": None,
-                    }
-                )
+                await self.send_json(stopped_frame(started, "".join(parts)))
         except Exception:
             log.exception("websocket answer failed")
             self.answering = False
@@ -223,20 +197,3 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(error_frame(InternalError()))
         finally:
             self.answering = False
-
-    def _end_frame(self, event: End) -> dict[str, Any]:
-        return {
-            "type": "end",
-            "status": event.status,
-            "conversation_id": event.conversation_id,
-            "message_id": event.message_id,
-            "usage": event.usage,
-            "latency": event.latency,
-            "citations": event.citations,
-            "cached": event.cached,
-            "html": render_markdown(event.content, cite_prefix=self._prefix(event.message_id)),
-        }
-
-    @staticmethod
-    def _prefix(message_id: int | None) -> str:
-        return f"src-{message_id}-"

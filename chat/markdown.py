@@ -54,3 +54,16 @@ def render_markdown(text: str, *, cite_prefix: str | None = None) -> str:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
+
+
+def cite_prefix(message_id: int | None) -> str:
+    """The id prefix of an answer's source list items: ``[n]`` links to ``#src-<message id>-<n>``.
+
+    The browser (chat/static/chat/chat.js) builds the same ids for the list it renders.
+    """
+    return f"src-{message_id}-"
+
+
+def answer_html(content: str, message_id: int | None) -> str:
+    """An answer as safe HTML, its citations linked to the sources listed under it."""
+    return render_markdown(content, cite_prefix=cite_prefix(message_id))

@@ -174,6 +174,3 @@ class ChatSettings(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.pk = 1  # a singleton
         super().save(*args, **kwargs)
-        from chat.config import invalidate
-
-        invalidate()

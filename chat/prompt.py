@@ -43,15 +43,34 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One numbered source given to the model."""
+    """One numbered source given to the model: a retrieval result and its number in the prompt."""
 
     n: int
-    chunk_id: int
-    document_id: int
-    title: str
-    text: str
-    url: str
-    score: float
+    hit: RetrievedChunk
+
+    @property
+    def chunk_id(self) -> int:
+        return self.hit.chunk.chunk_id
+
+    @property
+    def document_id(self) -> int:
+        return self.hit.chunk.document_id
+
+    @property
+    def title(self) -> str:
+        return self.hit.chunk.title
+
+    @property
+    def text(self) -> str:
+        return self.hit.chunk.text
+
+    @property
+    def url(self) -> str:
+        return self.hit.url
+
+    @property
+    def score(self) -> float:
+        return self.hit.score
 
     @property
     def snippet(self) -> str:
@@ -74,19 +93,9 @@ class Source:
         }
 
 
-def sources_from_chunks(chunks: Sequence[RetrievedChunk]) -> list[Source]:
-    return [
-        Source(
-            n=i,
-            chunk_id=c.chunk_id,
-            document_id=c.document_id,
-            title=c.title,
-            text=c.text,
-            url=c.url,
-            score=c.score,
-        )
-        for i, c in enumerate(chunks, start=1)
-    ]
+def number_sources(hits: Sequence[RetrievedChunk]) -> list[Source]:
+    """Retrieval results as sources numbered 1..n in rank order."""
+    return [Source(n=i, hit=hit) for i, hit in enumerate(hits, start=1)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Value types of the chat service: who is asking, and the events an answer is made of.
 
 Every adapter (websocket, REST/SSE, OpenAI-compatible) consumes the same event
-stream from ``chat.services`` and renders it in its own protocol::
+stream from ``chat.services`` and renders it with its ``chat.renderers`` module::
 
     Start -> Sources -> Token* -> End        (an answer, complete or not)
     Error                                    (refused before anything was stored)
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat.errors import PlatformError
-from chat.gateway.services import Subject
+from chat.gateway.types import Subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,24 @@ class Owner:
         if subject.api_key_id is not None:
             return cls(session_key=f"apikey:{subject.api_key_id}")
         return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOptions:
+    """Per-request choices on top of ChatSettings (None: the settings decide)."""
+
+    retrieval: bool | None = None
+    # Collections to search (ids or slugs); None: the conversation's, else all the caller may read.
+    collections: tuple[int | str, ...] | None = None
+    # Who the knowledge app checks read access for: a user, AnonymousUser or an API-key principal.
+    principal: Any = None
+    # Generation parameters a caller may set (validated at the edge): temperature,
+    # top_p, max_tokens, stop, seed, presence_penalty, frequency_penalty.
+    params: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    # False: the caller wants the whole answer at once (a non-streaming OpenAI request), so the
+    # upstream is asked without streaming too: one JSON body instead of an SSE event per token.
+    stream: bool = True
 
 
 # --- events -----------------------------------------------------------------------
@@ -81,20 +99,10 @@ class Error:
     # Set when the failure came after Start: what was stored.
     message_id: int | None = None
     partial: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def code(self) -> str:
         return self.error.code
-
-    @property
-    def message(self) -> str:
-        return self.error.text
-
-    @property
-    def retry_after(self) -> float | None:
-        value = self.error.extra.get("retry_after")
-        return float(value) if value is not None else None
 
 
 ChatEvent = Start | Sources | Token | End | Error

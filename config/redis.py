@@ -96,3 +96,10 @@ def sync_redis() -> Iterator[Any]:
 def key(*parts: object) -> str:
     """A namespaced key: ``key("history", 42) -> "vh:history:42"``."""
     return ":".join([settings.REDIS_KEY_PREFIX, *(str(p) for p in parts)])
+
+
+def glob_escape(text: str) -> str:
+    """Escape SCAN MATCH metacharacters so a literal prefix matches only itself."""
+    for ch in "\\*?[]":
+        text = text.replace(ch, "\\" + ch)
+    return text

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    "config.apps.PlatformConfig",
     "monitoring",
     "inference",
     "knowledge",
@@ -330,9 +331,6 @@ GATEWAY_REDIS_CONCURRENCY = env_int("GATEWAY_REDIS_CONCURRENCY", 64)
 RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
 # A concurrency slot not released (crashed worker) expires after this many seconds.
 RATELIMIT_SLOT_TTL_S = env_int("RATELIMIT_SLOT_TTL_S", 300)
-# Anonymous browser chat (no login): off unless enabled; limited per IP and per session.
-# Defaults to the chat's CHAT_ANONYMOUS_ENABLED so the two cannot disagree by accident.
-ANONYMOUS_CHAT_ENABLED = env_bool("ANONYMOUS_CHAT_ENABLED", CHAT_ANONYMOUS_ENABLED)
 
 # Response cache (exact match on model + prompt + context + parameters).
 RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", True)
@@ -343,9 +341,6 @@ if not 3600 <= RESPONSE_CACHE_TTL <= 86400:
 RESPONSE_CACHE_MAX_TEMPERATURE = env_float("RESPONSE_CACHE_MAX_TEMPERATURE", 0.0)
 # The temperature a request without one is generated at (decides whether it is cacheable).
 RESPONSE_CACHE_DEFAULT_TEMPERATURE = env_float("RESPONSE_CACHE_DEFAULT_TEMPERATURE", 0.0)
-
-# Chat sessions in Redis (session:{user}:{session}), refreshed on activity.
-CHAT_SESSION_TTL = env_int("CHAT_SESSION_TTL", 1800)
 
 # --- Health -----------------------------------------------------------------
 
@@ -399,6 +394,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.drf.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Vacant-house chatbot platform API",

@@ -42,10 +42,6 @@ class CircuitBreaker:
             return HALF_OPEN
         return self._state
 
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
-
     def available(self) -> bool:
         """Whether ``acquire`` would let a request through now (does not take the probe)."""
         state = self.state

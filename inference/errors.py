@@ -1,17 +1,22 @@
-"""Typed inference errors. The chat layer renders each as a clear message (``code`` is stable)."""
+"""Typed inference errors: the inference layer's branch of the platform's one error family."""
 
 from __future__ import annotations
 
+from typing import Any
 
-class InferenceError(Exception):
+from config.errors import PlatformError
+
+
+class InferenceError(PlatformError):
     code = "inference_error"
     http_status = 502
     message = "The model service failed."
     # Whether another attempt (same or another endpoint) may succeed; only before the first token.
     retryable = False
 
-    def __init__(self, message: str | None = None, *, endpoint: str | None = None) -> None:
-        super().__init__(message or self.message)
+    def __init__(self, message: str | None = None, *, endpoint: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # Which endpoint failed: for logs and metrics, never part of the rendered body.
         self.endpoint = endpoint
 
 
@@ -29,9 +34,9 @@ class UpstreamClientError(InferenceError):
     http_status = 400
     message = "The model service rejected the request."
 
-    def __init__(self, message: str | None = None, *, status: int = 400, endpoint: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, upstream_status: int = 400, endpoint: str | None = None) -> None:
         super().__init__(message, endpoint=endpoint)
-        self.status = status
+        self.upstream_status = upstream_status
 
 
 class UpstreamServerError(InferenceError):
@@ -42,9 +47,11 @@ class UpstreamServerError(InferenceError):
     message = "The model service failed."
     retryable = True
 
-    def __init__(self, message: str | None = None, *, status: int | None = None, endpoint: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, upstream_status: int | None = None, endpoint: str | None = None
+    ) -> None:
         super().__init__(message, endpoint=endpoint)
-        self.status = status
+        self.upstream_status = upstream_status
 
 
 class UpstreamConnectionError(UpstreamServerError):

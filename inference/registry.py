@@ -269,11 +269,11 @@ def _load_from_database_sync(sync_env: bool) -> list[EndpointConfig]:
     from django.db import connection
 
     from inference import selectors
-    from inference.services import endpoints_sync_from_env
+    from inference.endpoint_sync import sync_from_env
 
     try:
         if sync_env:
-            endpoints_sync_from_env()
+            sync_from_env()
         return [EndpointConfig.from_model(row) for row in selectors.endpoint_list(enabled=True)]
     finally:
         # A worker thread's connection is not closed by Django's request cycle.

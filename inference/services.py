@@ -13,18 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from inference import generation
+from inference import endpoint_sync, generation
 from inference.bridge import run_sync
-from inference.config import GENERATION, EndpointConfig, EnvEndpointSpec, env_endpoint_specs
+from inference.config import GENERATION, EndpointConfig
 from inference.embeddings import get_embedding_backend
+from inference.endpoint_sync import SyncReport
 from inference.errors import InvalidRequest
 from inference.health import ProbeResult, probe_config
 from inference.models import ModelEndpoint
@@ -147,69 +146,13 @@ async def rerank(query: str, passages: Sequence[str]) -> list[float]:
 # --- endpoints (writes) -------------------------------------------------------
 
 
-@dataclass
-class SyncReport:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-
-_ENV_FIELDS = ("kind", "protocol", "base_url", "model_name", "api_key")
-
-
 def endpoints_sync_from_env() -> SyncReport:
-    """Create or update the endpoints implied by VLLM_URL / LOCAL_LLM_URL / TRITON_URL.
-
-    Env-managed endpoints (``source=env``) follow the environment: their address,
-    model and key are rewritten, endpoints whose variable is gone are deleted. What
-    operators tune in the admin (weight, timeouts, limits, enabled ...) is kept. An
-    admin-made endpoint with the same name is never touched. Idempotent; safe to run
-    from several processes at once.
-    """
-    report = SyncReport()
-    specs = env_endpoint_specs()
-    for spec in specs:
-        for _attempt in range(2):
-            try:
-                _sync_one(spec, report)
-                break
-            except IntegrityError:  # another process created it first: update it instead
-                continue
-    stale = ModelEndpoint.objects.filter(source=ModelEndpoint.Source.ENV).exclude(name__in=[s.name for s in specs])
-    for row in stale:
-        report.removed.append(row.name)
-        row.delete()
+    """Create or update the endpoints implied by VLLM_URL / LOCAL_LLM_URL / TRITON_URL (see
+    ``inference.endpoint_sync``); this process reloads its registry when anything changed."""
+    report = endpoint_sync.sync_from_env()
     if report.created or report.updated or report.removed:
         get_registry().invalidate()
     return report
-
-
-def _sync_one(spec: EnvEndpointSpec, report: SyncReport) -> None:
-    values = {f: getattr(spec, f) for f in _ENV_FIELDS}
-    # A plain read first: the common case (nothing to do) takes no lock.
-    row = ModelEndpoint.objects.filter(name=spec.name).first()
-    if row is not None and (
-        row.source != ModelEndpoint.Source.ENV or all(getattr(row, f) == v for f, v in values.items())
-    ):
-        if row.source != ModelEndpoint.Source.ENV:
-            logger.debug("endpoint %s is managed in the admin: not synced from the environment", spec.name)
-            report.skipped.append(spec.name)
-        else:
-            report.unchanged.append(spec.name)
-        return
-    with transaction.atomic():
-        row = ModelEndpoint.objects.select_for_update().filter(name=spec.name).first()
-        if row is None:
-            ModelEndpoint.objects.create(name=spec.name, source=ModelEndpoint.Source.ENV, **values)
-            report.created.append(spec.name)
-            return
-        changed = [f for f, v in values.items() if getattr(row, f) != v]
-        for f in changed:
-            setattr(row, f, values[f])
-        row.save(update_fields=[*changed, "updated_at"])
-        report.updated.append(spec.name)
 
 
 def endpoint_record_health(*, endpoint: ModelEndpoint, result: ProbeResult) -> None:

@@ -20,8 +20,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import NotFound
 from knowledge import permissions
-from knowledge.errors import KnowledgeError
+from knowledge.errors import NoFile, TooManyFiles, WriteForbidden
 from knowledge.models import Collection, Document
 from knowledge.parsing import too_large
 from knowledge.search import get_search_backend
@@ -45,10 +46,6 @@ from knowledge.services import (
 from knowledge.types import SearchFilters
 
 
-def error_response(code: str, message: str, http_status: int, **extra: Any) -> Response:
-    return Response({"error": {"code": code, "message": message, **extra}}, status=http_status)
-
-
 class KnowledgeAPIView(APIView):
     """Auth and permission classes come from knowledge.permissions (read per request)."""
 
@@ -66,20 +63,6 @@ class KnowledgeAPIView(APIView):
         return permissions.instantiate(
             permissions.READ_PERMISSION_CLASSES if reading else permissions.WRITE_PERMISSION_CLASSES
         )
-
-    def handle_exception(self, exc):
-        if isinstance(exc, UploadRejected):
-            files = [{"file": name, "code": e.code, "message": str(e)} for name, e in exc.errors]
-            return error_response(exc.code, str(exc), exc.http_status, files=files)
-        if isinstance(exc, KnowledgeError):
-            return error_response(exc.code, str(exc), exc.http_status)
-        if isinstance(exc, serializers.ValidationError):
-            return error_response("invalid_request", "The request is invalid.", 400, fields=exc.detail)
-        response = super().handle_exception(exc)
-        if response is not None and isinstance(response.data, dict) and "detail" in response.data:
-            code = getattr(response.data["detail"], "code", "error")
-            response.data = {"error": {"code": code, "message": str(response.data["detail"])}}
-        return response
 
 
 # --- serializers ---------------------------------------------------------------------
@@ -156,18 +139,20 @@ class SearchIn(serializers.Serializer):
 
 
 class SearchHitOut(serializers.Serializer):
-    chunk_id = serializers.IntegerField()
-    document_id = serializers.IntegerField()
-    collection_id = serializers.IntegerField()
-    ordinal = serializers.IntegerField()
-    text = serializers.CharField()
+    """A ``RetrievedChunk``, flattened: the chunk's fields next to its score and ranks."""
+
+    chunk_id = serializers.IntegerField(source="chunk.chunk_id")
+    document_id = serializers.IntegerField(source="chunk.document_id")
+    collection_id = serializers.IntegerField(source="chunk.collection_id")
+    ordinal = serializers.IntegerField(source="chunk.ordinal")
+    text = serializers.CharField(source="chunk.text")
     score = serializers.FloatField()
-    title = serializers.CharField()
-    source = serializers.CharField()
-    category = serializers.CharField()
-    language = serializers.CharField()
+    title = serializers.CharField(source="chunk.title")
+    source = serializers.CharField(source="chunk.source")
+    category = serializers.CharField(source="chunk.category")
+    language = serializers.CharField(source="chunk.language")
     url = serializers.CharField()
-    timestamp = serializers.DateTimeField(allow_null=True)
+    timestamp = serializers.DateTimeField(source="chunk.timestamp", allow_null=True)
     lexical_rank = serializers.IntegerField(allow_null=True)
     semantic_rank = serializers.IntegerField(allow_null=True)
 
@@ -250,14 +235,12 @@ class DocumentListView(KnowledgeAPIView):
         meta = data.validated_data
         collection = _resolve_collections([meta["collection"]], principal)[0]
         if not writable_collections(principal).filter(pk=collection.pk).exists():
-            return error_response("forbidden", f"You may not upload to '{collection.slug}'.", 403)
+            raise WriteForbidden(f"You may not upload to '{collection.slug}'.")
         uploaded = request.FILES.getlist("files") + request.FILES.getlist("file")
         if not uploaded:
-            return error_response("no_file", "Attach one or more files as 'files' (or 'file').", 400)
+            raise NoFile()
         if len(uploaded) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
-            return error_response(
-                "too_many_files", f"At most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD} files per upload.", 400
-            )
+            raise TooManyFiles(f"At most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD} files per upload.")
         files = []
         for item in uploaded:
             # Refuse oversized files before reading them into memory.
@@ -291,20 +274,18 @@ class DocumentListView(KnowledgeAPIView):
 class DocumentDetailView(KnowledgeAPIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
-    def _get(self, request: Request, pk: int, *, write: bool = False) -> Document | Response:
+    def _get(self, request: Request, pk: int, *, write: bool = False) -> Document:
         principal = request_principal(request)
         document = document_get(principal=principal, document_id=pk)
         if document is None:
-            return error_response("not_found", f"No document {pk} in a collection you may read.", 404)
+            raise NotFound(f"No document {pk} in a collection you may read.")
         if write and not writable_collections(principal).filter(pk=document.collection_id).exists():
-            return error_response("forbidden", "You may not change this document.", 403)
+            raise WriteForbidden("You may not change this document.")
         return document
 
     @extend_schema(summary="One document", responses={200: DocumentOut, 404: ErrorOut})
     def get(self, request: Request, pk: int) -> Response:
         document = self._get(request, pk)
-        if isinstance(document, Response):
-            return document
         return Response(DocumentOut(document, context={"request": request}).data)
 
     @extend_schema(
@@ -314,8 +295,6 @@ class DocumentDetailView(KnowledgeAPIView):
     )
     def patch(self, request: Request, pk: int) -> Response:
         document = self._get(request, pk, write=True)
-        if isinstance(document, Response):
-            return document
         data = MetadataIn(data=request.data)
         data.is_valid(raise_exception=True)
         code = status.HTTP_200_OK
@@ -336,8 +315,6 @@ class DocumentDetailView(KnowledgeAPIView):
     @extend_schema(summary="Delete a document (and its chunks from the index)", responses={204: None, 404: ErrorOut})
     def delete(self, request: Request, pk: int) -> Response:
         document = self._get(request, pk, write=True)
-        if isinstance(document, Response):
-            return document
         document_delete(document=document)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

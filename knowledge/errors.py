@@ -1,4 +1,4 @@
-"""Typed knowledge errors. Each carries a stable ``code`` and the HTTP status the API renders.
+"""Typed knowledge errors: the knowledge app's branch of the platform's one error family.
 
 ``InvalidUpload`` subclasses are the caller's fault (4xx, nothing is stored);
 ``SearchUnavailable`` means the search engine failed (5xx, retrying may help).
@@ -6,18 +6,13 @@
 
 from __future__ import annotations
 
+from config.errors import PlatformError
 
-class KnowledgeError(Exception):
+
+class KnowledgeError(PlatformError):
     code = "knowledge_error"
     http_status = 500
     message = "The knowledge base failed."
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.message)
-
-    @property
-    def detail(self) -> str:
-        return str(self)
 
 
 class InvalidUpload(KnowledgeError):
@@ -54,6 +49,23 @@ class NoTextExtracted(InvalidUpload):
     """The file parsed but holds no text (a scanned PDF without a text layer, an empty page)."""
 
     code = "no_text"
+
+
+class NoFile(InvalidUpload):
+    code = "no_file"
+    message = "Attach one or more files as 'files' (or 'file')."
+
+
+class TooManyFiles(InvalidUpload):
+    code = "too_many_files"
+
+
+class WriteForbidden(KnowledgeError):
+    """The caller may read the collection (or document) but not change it."""
+
+    code = "forbidden"
+    http_status = 403
+    message = "You may not change this collection."
 
 
 class SearchUnavailable(KnowledgeError):

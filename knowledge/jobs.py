@@ -24,6 +24,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -40,10 +41,16 @@ def default_worker_id() -> str:
 
 
 def enqueue(*, kind: str, document: Document | None = None, payload: dict | None = None) -> Job:
-    """Queue a job (inside the caller's transaction); call ``dispatch`` after the transaction."""
-    return Job.objects.create(
+    """Queue a job inside the caller's transaction; it is dispatched when that transaction commits.
+
+    A rolled-back transaction leaves no job behind and starts nothing; under
+    KNOWLEDGE_JOBS_INLINE the job runs in this process right after the commit.
+    """
+    job = Job.objects.create(
         kind=kind, document=document, payload=payload or {}, max_attempts=settings.KNOWLEDGE_JOB_MAX_ATTEMPTS
     )
+    transaction.on_commit(partial(dispatch, job))
+    return job
 
 
 def dispatch(job: Job, *, now: bool = False) -> None:
@@ -101,16 +108,17 @@ def requeue_stale(*, older_than: float | None = None) -> int:
 
 
 def _handlers() -> dict[str, Callable[[Job, Callable[[int, str], None]], None]]:
-    from knowledge import services
+    # The job bodies live in knowledge.services.ingest, which never enqueues (no import cycle).
+    from knowledge.services import ingest as bodies
 
     def ingest(job: Job, progress) -> None:
-        services.document_ingest(document=_document(job), progress=progress)
+        bodies.document_ingest(document=_document(job), progress=progress)
 
     def reindex(job: Job, progress) -> None:
-        services.document_reindex(document=_document(job), progress=progress)
+        bodies.document_reindex(document=_document(job), progress=progress)
 
     def delete_from_index(job: Job, progress) -> None:
-        services.document_delete_from_index(document_id=int(job.payload["document_id"]))
+        bodies.document_delete_from_index(document_id=int(job.payload["document_id"]))
 
     return {Job.Kind.INGEST: ingest, Job.Kind.REINDEX_DOCUMENT: reindex, Job.Kind.DELETE_FROM_INDEX: delete_from_index}
 

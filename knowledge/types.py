@@ -1,4 +1,9 @@
-"""Value types of the retrieval contract (used by chat and by the REST search API)."""
+"""Value types of the retrieval contract (used by the search backends, chat and the REST search API).
+
+``ChunkRef`` is the one description of a chunk outside the database: what the index
+stores (``IndexedChunk`` adds the vector), what a search hit carries, what retrieval
+returns (``RetrievedChunk`` adds the score and ranks) and what a prompt cites.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +21,28 @@ class SearchFilters:
 
 
 @dataclass(frozen=True, slots=True)
-class RetrievedChunk:
+class ChunkRef:
+    """A chunk with its document's metadata: enough to cite it without the database."""
+
     chunk_id: int
     document_id: int
     collection_id: int
     ordinal: int
     text: str
-    score: float
     title: str
     source: str
     category: str
     language: str
-    url: str  # where a citation links to (the document's page)
     timestamp: dt.datetime | None = None  # the document's date, when it has one
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievedChunk:
+    """One retrieval result, best first."""
+
+    chunk: ChunkRef
+    score: float
+    url: str  # where a citation links to (the document's page)
     # 1-based rank in each list before fusion (None: not in that list); for debugging and evaluation.
     lexical_rank: int | None = None
     semantic_rank: int | None = None

@@ -16,14 +16,12 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from inference.selectors import endpoint_list
 
 # Sample names (not family names: those differ between prometheus_client versions for counters).
 _REQUESTS = "http_requests_total"
@@ -94,9 +92,19 @@ def _metric_figures() -> dict[str, Any]:
     }
 
 
+# Where the endpoint table comes from: registered by the inference app (monitoring sits below it).
+_endpoint_source: Callable[[], Iterable[Any]] = list
+
+
+def register_endpoint_source(source: Callable[[], Iterable[Any]]) -> None:
+    """``source()`` yields rows with name, kind, enabled, healthy, last_latency_ms, last_check_at, last_error."""
+    global _endpoint_source
+    _endpoint_source = source
+
+
 def _endpoint_health(up: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
-    for endpoint in endpoint_list():
+    for endpoint in _endpoint_source():
         rows.append(
             {
                 "name": endpoint.name,

@@ -194,3 +194,11 @@ API_KEY_AUTHENTICATIONS = Counter(
     "Bearer API-key authentications by outcome (ok, malformed, unknown, expired, revoked, inactive_user).",
     ["outcome"],
 )
+
+# --- per-process configuration caches (config.local_cache) -------------------------
+LOCAL_CACHE_STALE_SERVED = Counter(
+    "config_stale_served_total",
+    "Hot-path configuration served from its last-known-good copy because reloading it failed "
+    "(the database was unreachable), by cache.",
+    ["cache"],
+)

@@ -19,6 +19,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from chat.gateway import cache, limiter, selectors, services
 from chat.gateway.models import API_KEY_SCOPES, APIKey, RateLimitPolicy, RateLimitUsage, ResponseCache
+from config.redis import key as redis_key
 
 REDIS_PROBLEMS = (RedisError, RedisClusterException, OSError, RuntimeError)
 
@@ -251,12 +252,12 @@ class ResponseCacheAdmin(_PageAdmin):
                             _("Confirm deletion"),
                             action=action,
                             prefix=prefix,
-                            full_prefix=services.key(prefix),
+                            full_prefix=redis_key(prefix),
                         ),
                     )
                 else:
                     n = services.keys_purge_prefix(prefix=prefix)
-                    messages.success(request, f"Deleted {n} key(s) under {services.key(prefix)}.")
+                    messages.success(request, f"Deleted {n} key(s) under {redis_key(prefix)}.")
             elif action == "set_ttl":
                 form = TTLForm(request.POST)
                 if form.is_valid():

@@ -22,7 +22,6 @@ import logging
 import re
 import secrets
 import string
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +36,8 @@ from rest_framework.permissions import BasePermission
 
 from chat.errors import AuthenticationRequired
 from chat.gateway.redis_async import redis_call
+from chat.gateway.types import Subject
+from config.local_cache import MISSING, LocalCache
 from config.redis import key, redis_enabled
 from monitoring.metrics import API_KEY_AUTHENTICATIONS
 
@@ -118,7 +119,6 @@ class _KeyFacts:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
-    loaded_at: float = 0.0
 
 
 def _facts_sync(prefix: str) -> _KeyFacts | None:
@@ -138,7 +138,6 @@ def _facts_sync(prefix: str) -> _KeyFacts | None:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
-        loaded_at=time.monotonic(),
     )
 
 
@@ -176,13 +175,12 @@ def _verify(facts: _KeyFacts | None, full_key: str) -> Principal:
 
 
 # Per-process cache of key rows: prefix -> facts. Bounded; entries live GATEWAY_KEY_CACHE_S.
-_cache: dict[str, _KeyFacts] = {}
-_CACHE_MAX = 10_000
+_keys: LocalCache[str, _KeyFacts] = LocalCache("api_keys", ttl=lambda: settings.GATEWAY_KEY_CACHE_S)
 _background: set[asyncio.Task[Any]] = set()
 
 
 def forget_cached_keys() -> None:
-    _cache.clear()
+    _keys.clear()
 
 
 async def _revoked_in_redis(key_id: int) -> bool | None:
@@ -213,26 +211,25 @@ async def authenticate_bearer(
     if full_key is None:
         return None
     prefix = full_key[: len(KEY_PREFIX) + PREFIX_CHARS]
-    facts = _cache.get(prefix)
-    fresh = facts is None or time.monotonic() - facts.loaded_at >= settings.GATEWAY_KEY_CACHE_S
-    if not fresh and facts is not None and defer_revocation_check and redis_enabled():
+    cached = _keys.get(prefix)
+    facts = None if cached is MISSING else cached
+    reload = facts is None
+    if facts is not None and defer_revocation_check and redis_enabled():
         deferred = True
-    elif not fresh and facts is not None:
+    elif facts is not None:
         revoked = await _revoked_in_redis(facts.id)
         if revoked is None:
-            fresh = True  # cannot confirm: ask the source of truth
+            reload = True  # cannot confirm: ask the source of truth
         elif revoked:
-            _cache.pop(prefix, None)
+            _keys.pop(prefix)
             API_KEY_AUTHENTICATIONS.labels(outcome="revoked").inc()
             raise AuthenticationRequired("This API key has been revoked.", reason="revoked_key")
-    if fresh:
+    if reload:
         facts = await database_sync_to_async(_facts_sync)(prefix)
         if facts is not None:
-            if len(_cache) >= _CACHE_MAX:
-                _cache.clear()
-            _cache[prefix] = facts
+            _keys.set(prefix, facts)
         else:
-            _cache.pop(prefix, None)
+            _keys.pop(prefix)
     principal = _verify(facts, full_key)
     assert facts is not None
     now = timezone.now()
@@ -258,7 +255,7 @@ async def confirm_not_revoked(prefix: str, *, revoked_in_redis: bool | None) -> 
             return
     elif not revoked_in_redis:
         return
-    _cache.pop(prefix, None)
+    _keys.pop(prefix)
     API_KEY_AUTHENTICATIONS.labels(outcome="revoked").inc()
     raise AuthenticationRequired("This API key has been revoked.", reason="revoked_key")
 
@@ -346,10 +343,10 @@ def client_ip(meta_or_scope: dict[str, Any]) -> str:
     return str(client[0]) if client else ""
 
 
-def subject_for(*, principal: Principal | None, user: Any = None, ip: str = "", session_key: str | None = None) -> Any:
+def subject_for(
+    *, principal: Principal | None, user: Any = None, ip: str = "", session_key: str | None = None
+) -> Subject:
     """The limiter/cache Subject of a request (API key, logged-in user, or anonymous)."""
-    from chat.gateway.services import Subject
-
     if principal is not None:
         return Subject(
             user_id=principal.user_id,

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
+from config.local_cache import LocalCache
 from config.redis import key
 
 # Generation parameters that do not change the answer's text: left out of the key.
@@ -77,23 +78,12 @@ def clamp_ttl(seconds: int) -> int:
 
 
 # The admin's TTL override (a field of the config hash), cached per process briefly so
-# cache_put costs one round trip, not two.
-_ttl_cache: tuple[float, int | None] = (0.0, None)
-
-
-def cached_ttl_override() -> int | bool | None:
-    """The override if known and fresh, else False (unknown: read it from Redis)."""
-    loaded_at, value = _ttl_cache
-    if time.monotonic() - loaded_at < settings.GATEWAY_POLICY_CACHE_S:
-        return value
-    return False
-
-
-def remember_ttl_override(value: int | None) -> None:
-    global _ttl_cache
-    _ttl_cache = (time.monotonic(), value)
+# cache_put costs one round trip, not two. None: no override.
+ttl_override: LocalCache[str, int | None] = LocalCache(
+    "response_cache_ttl", ttl=lambda: settings.GATEWAY_POLICY_CACHE_S, maxsize=1
+)
+TTL_OVERRIDE = "ttl"
 
 
 def forget_ttl_override() -> None:
-    global _ttl_cache
-    _ttl_cache = (0.0, None)
+    ttl_override.clear()

@@ -27,8 +27,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat.gateway.redis_sync import glob_escape
-from config.redis import key
+from config.local_cache import MISSING, LocalCache
+from config.redis import glob_escape, key
 
 log = logging.getLogger(__name__)
 
@@ -205,17 +205,18 @@ class Outcome:
 class PolicyTable:
     defaults: dict[str, Policy] = field(default_factory=dict)
     by_id: dict[int, Policy] = field(default_factory=dict)
-    loaded_at: float = 0.0
 
 
-_table = PolicyTable()
-_table_lock = threading.Lock()
+_tables: LocalCache[str, PolicyTable] = LocalCache(
+    "ratelimit_policies", ttl=lambda: settings.GATEWAY_POLICY_CACHE_S, maxsize=1
+)
+_KEY = "policies"
 
 
 def _load_policies_sync() -> PolicyTable:
     from chat.gateway.models import RateLimitPolicy
 
-    table = PolicyTable(loaded_at=time.monotonic())
+    table = PolicyTable()
     for row in RateLimitPolicy.objects.filter(enabled=True):
         policy = Policy(
             id=row.pk,
@@ -233,25 +234,24 @@ def _load_policies_sync() -> PolicyTable:
 
 
 async def policies() -> PolicyTable:
-    """The enabled policies, cached per process for GATEWAY_POLICY_CACHE_S (admin edits apply within it)."""
-    global _table
-    if time.monotonic() - _table.loaded_at < settings.GATEWAY_POLICY_CACHE_S:
-        return _table
-    try:
-        table = await database_sync_to_async(_load_policies_sync)()
-    except Exception:
-        # The database being down must not take the limiter down: keep the last table.
-        log.warning("could not load rate-limit policies; keeping the previous ones", exc_info=True)
-        _table.loaded_at = time.monotonic()
-        return _table
-    with _table_lock:
-        _table = table
-    return table
+    """The enabled policies, cached per process for GATEWAY_POLICY_CACHE_S (admin edits apply within it).
+
+    The database being down must not take the limiter down: the last table keeps serving
+    (none loaded yet: no policies, so the limits of the first load apply once it succeeds).
+    """
+    table = _tables.get(_KEY)
+    if table is not MISSING:
+        return table
+    if _tables.get_stale(_KEY) is MISSING:
+        _tables.set(_KEY, PolicyTable(), ttl=0)  # the last-known-good before any load: no limits
+    return await _tables.aget_or_load(
+        _KEY, lambda: database_sync_to_async(_load_policies_sync)(), fallback_on=(Exception,)
+    )
 
 
 def invalidate_policies() -> None:
     """Reload policies on next use (this process; others reload within GATEWAY_POLICY_CACHE_S)."""
-    _table.loaded_at = 0.0
+    _tables.clear()
 
 
 def checks_for(subject: Any, table: PolicyTable) -> list[Check]:
@@ -358,9 +358,6 @@ class LocalLimiter:
                 st.slots.pop(member, None)
                 if tokens > 0 and c.policy.tokens_per_minute:
                     st.tokens.append((now, tokens))
-
-    def usage(self, subject: str) -> _LocalState | None:
-        return self._state.get(subject)
 
     def reset(self, subject: str | None = None) -> None:
         with self._lock:

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat.gateway import cache, limiter
-from chat.gateway.redis_sync import glob_escape
-from config.redis import key, sync_redis
+from config.redis import glob_escape, key, sync_redis
 
 SCAN_LIMIT = 20_000  # keys looked at by one keyspace summary
 MEMORY_SAMPLES = 50  # keys per family measured with MEMORY USAGE

@@ -316,7 +316,7 @@ def _messages(payload: dict, *, openai: bool, errors: _Errors) -> list[dict[str,
         try:
             return [{"role": "user", "content": validate_user_message(payload["message"])}]
         except ValidationFailed as exc:
-            for msg in exc.fields.get("content", [exc.text]):
+            for msg in exc.fields.get("content", [exc.message]):
                 errors._add("message", msg, type(exc))
             return []
 

@@ -39,4 +39,4 @@ async def whoami(request: HttpRequest) -> JsonResponse:
             await settle(subject, admission, prompt_tokens=0, completion_tokens=0)
         return JsonResponse(body, headers=admission.headers())
     except PlatformError as exc:
-        return JsonResponse(exc.as_dict(), status=exc.status, headers=exc.headers)
+        return JsonResponse(exc.as_dict(), status=exc.http_status, headers=exc.headers)

@@ -13,6 +13,8 @@ deploy/local/bootstrap.sh --dev
 echo "test: ruff check + format check"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "test: import layers (lint-imports, contract in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 
 started_here=0
 stop_services() {

@@ -298,7 +298,7 @@ def _json_or_error(status: int, body: bytes, endpoint: str) -> Any:
     try:
         return orjson.loads(body)
     except ValueError:
-        raise UpstreamServerError("the answer is not JSON", status=status, endpoint=endpoint) from None
+        raise UpstreamServerError("the answer is not JSON", upstream_status=status, endpoint=endpoint) from None
 
 
 async def _read_error_body(response: aiohttp.ClientResponse, deadline: float) -> str:
@@ -329,8 +329,8 @@ def _status_error(status: int, text: str, endpoint: str) -> InferenceError:
     if status == 408:
         return UpstreamTimeout(message, endpoint=endpoint)
     if 400 <= status < 500 and status != 429:
-        return UpstreamClientError(message, status=status, endpoint=endpoint)
-    return UpstreamServerError(message, status=status, endpoint=endpoint)
+        return UpstreamClientError(message, upstream_status=status, endpoint=endpoint)
+    return UpstreamServerError(message, upstream_status=status, endpoint=endpoint)
 
 
 def _map_transport_error(exc: aiohttp.ClientError, endpoint: str) -> InferenceError:
@@ -387,8 +387,8 @@ def _event_error(data: str, endpoint: str) -> InferenceError:
         pass
     message = f"error in stream: {_error_message(data)}"
     if status is not None and 400 <= status < 500 and status not in (408, 429):
-        return UpstreamClientError(message, status=status, endpoint=endpoint)
-    return UpstreamServerError(message, status=status, endpoint=endpoint)
+        return UpstreamClientError(message, upstream_status=status, endpoint=endpoint)
+    return UpstreamServerError(message, upstream_status=status, endpoint=endpoint)
 
 
 def completion_parts(data: dict[str, Any], endpoint: str) -> tuple[str, str | None, Usage, str | None]:

@@ -163,7 +163,7 @@ def map_triton_error(exc: BaseException, endpoint: str) -> InferenceError:
         if "DEADLINE_EXCEEDED" in status:
             return UpstreamTimeout(message, endpoint=endpoint)
         if status in ("400", "StatusCode.INVALID_ARGUMENT"):
-            return UpstreamClientError(message, status=400, endpoint=endpoint)
+            return UpstreamClientError(message, upstream_status=400, endpoint=endpoint)
         code = int(status) if status.isdigit() else None
-        return UpstreamServerError(message, status=code, endpoint=endpoint)
+        return UpstreamServerError(message, upstream_status=code, endpoint=endpoint)
     return UpstreamServerError(f"{type(exc).__name__}: {exc}"[:500], endpoint=endpoint)

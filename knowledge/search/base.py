@@ -20,29 +20,19 @@ from typing import Any
 import numpy as np
 from django.utils import timezone
 
-from knowledge.types import SearchFilters
+from knowledge.types import ChunkRef, SearchFilters
 
 
 @dataclass(frozen=True, slots=True)
-class IndexedChunk:
-    """What the index stores for one chunk: enough to answer a search without the database."""
+class IndexedChunk(ChunkRef):
+    """What the index stores for one chunk: the chunk and its vector."""
 
-    chunk_id: int
-    document_id: int
-    collection_id: int
-    ordinal: int
-    text: str
-    title: str
-    source: str
-    category: str
-    language: str
-    timestamp: dt.datetime | None
     embedding: np.ndarray | None = None  # float32 (dim,), L2-normalised
 
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    chunk: IndexedChunk  # embedding is None in hits
+    chunk: ChunkRef
     score: float
 
 

@@ -50,7 +50,7 @@ from knowledge.search.base import (
     SearchResult,
     new_index_name,
 )
-from knowledge.types import SearchFilters
+from knowledge.types import ChunkRef, SearchFilters
 
 logger = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ class SearchBackend(BaseSearchBackend):
             ts = meta.get("timestamp")
             hits.append(
                 SearchHit(
-                    IndexedChunk(
+                    ChunkRef(
                         chunk_id=int(src["chunk_id"]),
                         document_id=int(src["document_id"]),
                         collection_id=int(src["collection_id"]),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from knowledge.search.base import IndexedChunk, SearchResult
+from knowledge.search.base import SearchResult
+from knowledge.types import ChunkRef
 
 
 @dataclass(frozen=True, slots=True)
 class FusedHit:
-    chunk: IndexedChunk
+    chunk: ChunkRef
     score: float
     lexical_rank: int | None
     semantic_rank: int | None
@@ -23,7 +24,7 @@ class FusedHit:
 def reciprocal_rank_fusion(
     result: SearchResult, *, k: int = 60, lexical_weight: float = 1.0, semantic_weight: float = 1.0
 ) -> list[FusedHit]:
-    chunks: dict[int, IndexedChunk] = {}
+    chunks: dict[int, ChunkRef] = {}
     lexical: dict[int, int] = {}
     semantic: dict[int, int] = {}
     for rank, hit in enumerate(result.lexical, start=1):

@@ -34,7 +34,7 @@ from knowledge.search.base import (
     SearchResult,
     new_index_name,
 )
-from knowledge.types import SearchFilters
+from knowledge.types import ChunkRef, SearchFilters
 
 ANALYZER = "char-bigram"
 _K1 = 1.2
@@ -57,7 +57,7 @@ def lexical_terms(text: str) -> list[str]:
 @dataclass
 class _Snapshot:
     generation: int
-    chunks: list[IndexedChunk]
+    chunks: list[ChunkRef]
     collection_ids: np.ndarray
     sources: np.ndarray
     categories: np.ndarray
@@ -69,12 +69,12 @@ class _Snapshot:
 
     @classmethod
     def build(cls, generation: int, rows: list[tuple], dim: int) -> _Snapshot:
-        chunks: list[IndexedChunk] = []
+        chunks: list[ChunkRef] = []
         vectors = np.zeros((len(rows), dim), dtype=np.float32)
         term_rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
         doc_len = np.zeros(len(rows), dtype=np.float32)
         for i, (chunk_id, doc_id, coll_id, ordinal, title, text, source, cat, lang, ts, emb) in enumerate(rows):
-            chunks.append(IndexedChunk(chunk_id, doc_id, coll_id, ordinal, text, title, source, cat, lang, ts))
+            chunks.append(ChunkRef(chunk_id, doc_id, coll_id, ordinal, text, title, source, cat, lang, ts))
             vector = vector_from_bytes(emb)
             if vector.shape[0] == dim:
                 vectors[i] = vector

@@ -14,14 +14,14 @@ from chat.prompt import (
     estimate_tokens,
     map_citations,
 )
+from knowledge.types import ChunkRef, RetrievedChunk
 
 pytestmark = pytest.mark.fast
 
 
 def source(i: int, text: str = "본문", title: str | None = None) -> Source:
-    return Source(
-        n=i, chunk_id=100 + i, document_id=10 + i, title=title or f"문서 {i}", text=text, url=f"/d/{i}", score=1 / i
-    )
+    chunk = ChunkRef(100 + i, 10 + i, 1, 0, text, title or f"문서 {i}", "", "", "ko")
+    return Source(n=i, hit=RetrievedChunk(chunk=chunk, score=1 / i, url=f"/d/{i}"))
 
 
 def test_it_estimates_korean_higher_than_english_per_character():

@@ -105,7 +105,7 @@ async def test_it_refuses_malformed_unknown_expired_and_revoked_keys(single_redi
     for header, words in cases.items():
         with pytest.raises(AuthenticationRequired, match=words) as exc:
             await authenticate_bearer(header)
-        assert exc.value.status == 401
+        assert exc.value.http_status == 401
     assert await authenticate_bearer(f"Bearer {good}")  # now cached in this process
     in_thread(apikey_revoke, api_key=created.api_key)
     with pytest.raises(AuthenticationRequired, match="revoked"):

@@ -9,6 +9,7 @@ import pytest
 from chat.errors import AuthenticationRequired, RateLimited
 from chat.gateway import limiter
 from chat.gateway.services import Subject, admit, settle
+from chat.renderers.openai import openai_error_body
 from config.redis import get_redis
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -53,11 +54,11 @@ async def test_it_reports_limit_headers(any_redis, make_policy, no_default_polic
     assert h["X-RateLimit-Remaining"] == "0"
     assert 1 <= int(h["Retry-After"]) <= 60
     err = refused.as_error()
-    assert isinstance(err, RateLimited) and err.status == 429
+    assert isinstance(err, RateLimited) and err.http_status == 429
     body = err.as_dict()["error"]
     assert body["code"] == "rate_limited"
     assert body["retry_after"] == int(h["Retry-After"]) and body["limit"] == 3 and body["remaining"] == 0
-    openai = refused.openai_error()["error"]
+    openai = openai_error_body(refused.as_error())["error"]
     assert openai["type"] == "requests" and openai["code"] == "rate_limit_exceeded"
 
 
@@ -79,7 +80,7 @@ async def test_it_charges_tokens_after_the_answer(any_redis, make_policy, no_def
     await settle(subject, a, prompt_tokens=30, completion_tokens=25)
     refused = await admit(subject, cache_key=None)
     assert not refused.allowed and refused.reason == "tokens" and refused.limit == 50
-    assert refused.openai_error()["error"]["type"] == "tokens"
+    assert openai_error_body(refused.as_error())["error"]["type"] == "tokens"
     assert 50 <= refused.retry_after_s <= 60
 
 
@@ -119,7 +120,7 @@ async def test_it_limits_api_keys_by_their_own_policy(any_redis, make_policy, no
 
 
 async def test_it_limits_anonymous_chat_per_session_and_ip(any_redis, make_policy, no_default_policies, settings):
-    settings.ANONYMOUS_CHAT_ENABLED = True
+    settings.CHAT_ANONYMOUS_ENABLED = True
     make_policy("anonymous", 2)
     make_policy("ip", 3)
     s1 = Subject(ip="10.0.0.1", session_key="s1", is_anonymous=True)
@@ -130,7 +131,7 @@ async def test_it_limits_anonymous_chat_per_session_and_ip(any_redis, make_polic
 
 
 async def test_it_refuses_anonymous_chat_unless_enabled(any_redis, settings):
-    settings.ANONYMOUS_CHAT_ENABLED = False
+    settings.CHAT_ANONYMOUS_ENABLED = False
     with pytest.raises(AuthenticationRequired):
         await admit(Subject(ip="10.0.0.1", session_key="x", is_anonymous=True), cache_key=None)
 

@@ -99,7 +99,7 @@ def test_it_rejects_malformed_requests_with_400(payload, field):
     openai_mode = not (isinstance(payload, dict) and "message" in payload)
     with pytest.raises(ValidationFailed) as exc:
         validate_chat_request(payload, openai=openai_mode)
-    assert type(exc.value) is ValidationFailed and exc.value.status == 400
+    assert type(exc.value) is ValidationFailed and exc.value.http_status == 400
     if field:
         assert field in exc.value.fields, exc.value.fields
 
@@ -125,7 +125,7 @@ def test_it_rejects_malformed_requests_with_400(payload, field):
 def test_it_rejects_out_of_bounds_requests_with_422(payload, field):
     with pytest.raises(UnprocessableRequest) as exc:
         validate_chat_request(payload, openai=True)
-    assert exc.value.status == 422 and field in exc.value.fields, exc.value.fields
+    assert exc.value.http_status == 422 and field in exc.value.fields, exc.value.fields
     assert exc.value.as_dict()["error"]["code"] == "unprocessable"
 
 
@@ -134,7 +134,7 @@ def test_it_rejects_too_large_messages_with_413(settings):
     settings.GATEWAY_MAX_PROMPT_CHARS = 250
     with pytest.raises(PayloadTooLarge) as exc:
         validate_chat_request(openai(messages=[{"role": "user", "content": "x" * 101}]), openai=True)
-    assert exc.value.status == 413 and "messages[0].content" in exc.value.fields
+    assert exc.value.http_status == 413 and "messages[0].content" in exc.value.fields
     with pytest.raises(PayloadTooLarge) as exc:
         validate_chat_request(openai(messages=[{"role": "user", "content": "x" * 100}] * 3), openai=True)
     assert "messages" in exc.value.fields
@@ -159,7 +159,7 @@ def test_the_body_parser_refuses_big_or_non_json_bodies(settings):
     for bad in (b"", b"{", b"[1]", b"\xff\xfe", "null"):
         with pytest.raises(ValidationFailed) as exc:
             parse_json_body(bad)
-        assert exc.value.status == 400
+        assert exc.value.http_status == 400
 
 
 def test_user_messages_must_be_non_blank_strings():

@@ -127,7 +127,7 @@ async def test_a_client_error_is_not_retried(upstreams, static_registry, fast_br
     up.script(Fail(400, "context too long"))
     with pytest.raises(UpstreamClientError, match="context too long") as info:
         await collect(static_registry(generation_config("a", up.base_url)))
-    assert info.value.status == 400 and len(up.chat_requests) == 1
+    assert info.value.upstream_status == 400 and len(up.chat_requests) == 1
 
 
 async def test_it_fails_over_when_an_endpoint_returns_500(upstreams, static_registry, fast_breaker):

@@ -93,3 +93,10 @@ def staff(django_user_model):
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a block's on-commit hooks (ingestion jobs) as its commit would: the test's own
+    transaction never commits, so ``with committed(): document_upload(...)`` runs the job."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)

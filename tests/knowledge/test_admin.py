@@ -10,7 +10,8 @@ from knowledge.search import get_search_backend
 from knowledge.services import document_upload
 from tests.knowledge.files import make_pdf
 
-pytestmark = [pytest.mark.fast, pytest.mark.django_db]
+# transaction=True: ingestion jobs are dispatched when the upload commits (KNOWLEDGE_JOBS_INLINE runs them then).
+pytestmark = [pytest.mark.fast, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ def test_editing_metadata_refreshes_the_index_copy(admin_client, collection):
     from knowledge.services import retrieve_sync
 
     hit = retrieve_sync("빈집 철거")[0]
-    assert (hit.title, hit.source, hit.category) == ("철거 안내", "시청", "보조금")
+    assert (hit.chunk.title, hit.chunk.source, hit.chunk.category) == ("철거 안내", "시청", "보조금")
 
 
 def test_index_status_page(admin_client, collection):

@@ -12,7 +12,8 @@ from knowledge.search import get_search_backend
 from knowledge.services import document_upload
 from tests.knowledge.files import make_docx, make_pdf
 
-pytestmark = [pytest.mark.fast, pytest.mark.django_db]
+# transaction=True: ingestion jobs are dispatched when the upload commits (KNOWLEDGE_JOBS_INLINE runs them then).
+pytestmark = [pytest.mark.fast, pytest.mark.django_db(transaction=True)]
 
 UPLOAD = "/api/knowledge/documents/"
 SEARCH = "/api/knowledge/search/"

@@ -145,7 +145,7 @@ class BackendContract:
         reset_backends()
 
     def ids(self, results) -> list[int]:
-        return [r.document_id for r in results]
+        return [r.chunk.document_id for r in results]
 
     # --- ingestion --------------------------------------------------------------------
 
@@ -184,10 +184,10 @@ class BackendContract:
     )
     def test_the_answering_passage_ranks_in_the_top_3(self, world, question, key):
         results = retrieve_sync(question, top_k=3, rerank=False)
-        assert world.docs[key].pk in self.ids(results), [(r.title, r.score) for r in results]
-        hit = next(r for r in results if r.document_id == world.docs[key].pk)
-        assert hit.url.endswith(f"/documents/{hit.document_id}/")
-        assert hit.collection_id == world.docs[key].collection_id and hit.text
+        assert world.docs[key].pk in self.ids(results), [(r.chunk.title, r.score) for r in results]
+        hit = next(r for r in results if r.chunk.document_id == world.docs[key].pk)
+        assert hit.url.endswith(f"/documents/{hit.chunk.document_id}/")
+        assert hit.chunk.collection_id == world.docs[key].collection_id and hit.chunk.text
 
     def test_rerank_keeps_the_answer_in_the_top_3(self, world):
         results = retrieve_sync("철거 보조금은 한 동당 최대 얼마까지 받을 수 있나요?", top_k=3, rerank=True)
@@ -208,7 +208,7 @@ class BackendContract:
     def test_filters_narrow_results(self, world):
         question = "빈집 지원 금액"
         only_private = retrieve_sync(question, filters=SearchFilters(collection_ids=(world.private.pk,)), top_k=10)
-        assert only_private and {r.collection_id for r in only_private} == {world.private.pk}
+        assert only_private and {r.chunk.collection_id for r in only_private} == {world.private.pk}
 
         by_category = retrieve_sync(question, filters=SearchFilters(category="세제"), top_k=10)
         assert by_category and set(self.ids(by_category)) == {world.docs["ko_pdf"].pk}
@@ -257,24 +257,27 @@ class BackendContract:
         assert again.created is False and again.document.pk == world.docs["ko_txt"].pk
         assert (Chunk.objects.count(), get_search_backend().info().chunk_count) == before
 
-    def test_update_replaces_chunks_in_db_and_index_and_delete_removes_them(self, world):
+    def test_update_replaces_chunks_in_db_and_index_and_delete_removes_them(self, world, committed):
         question = "빈집 고양이 급식소 설치 지원"
-        result = document_upload(
-            collection=world.public,
-            filename="cats.md",
-            data="# 고양이\n\n빈집 마당에 고양이 급식소를 설치하면 지원합니다.".encode(),
-        )
+        with committed():
+            result = document_upload(
+                collection=world.public,
+                filename="cats.md",
+                data="# 고양이\n\n빈집 마당에 고양이 급식소를 설치하면 지원합니다.".encode(),
+            )
         doc = result.document
+        doc.refresh_from_db()
         try:
             assert doc.status == Document.Status.INDEXED
             assert doc.pk in self.ids(retrieve_sync(question, top_k=3))
             old_chunk_ids = set(doc.chunks.values_list("pk", flat=True))
 
-            document_replace_file(
-                document=doc,
-                filename="cats.md",
-                data="# 텃밭\n\n철거한 빈집 터에 주민 공동 텃밭을 만들면 흙과 모종을 지원합니다.".encode(),
-            )
+            with committed():
+                document_replace_file(
+                    document=doc,
+                    filename="cats.md",
+                    data="# 텃밭\n\n철거한 빈집 터에 주민 공동 텃밭을 만들면 흙과 모종을 지원합니다.".encode(),
+                )
             doc.refresh_from_db()
             assert doc.status == Document.Status.INDEXED
             new_chunks = list(doc.chunks.all())
@@ -282,14 +285,14 @@ class BackendContract:
             assert get_search_backend().document_chunk_counts().get(doc.pk) == len(new_chunks)
             hits = retrieve_sync("주민 공동 텃밭 모종 지원", top_k=3)
             assert doc.pk in self.ids(hits)
-            assert all("고양이" not in r.text for r in hits if r.document_id == doc.pk)
+            assert all("고양이" not in r.chunk.text for r in hits if r.chunk.document_id == doc.pk)
         finally:
             document_delete(document=doc)
         assert not Document.objects.filter(pk=doc.pk).exists()
         assert doc.pk not in get_search_backend().document_chunk_counts()
         assert doc.pk not in self.ids(retrieve_sync("주민 공동 텃밭 모종 지원", top_k=10))
 
-    def test_a_corrupt_file_fails_cleanly(self, world):
+    def test_a_corrupt_file_fails_cleanly(self, world, committed):
         documents, chunks, jobs = Document.objects.count(), Chunk.objects.count(), Job.objects.count()
         indexed = get_search_backend().info().chunk_count
         for filename, data, error in [
@@ -304,7 +307,9 @@ class BackendContract:
         assert get_search_backend().info().chunk_count == indexed
 
         # Opens fine but holds no text: found by the background job, recorded on the document.
-        blank = document_upload(collection=world.public, filename="blank.pdf", data=make_pdf([" "]))
+        with committed():
+            blank = document_upload(collection=world.public, filename="blank.pdf", data=make_pdf([" "]))
+        blank.document.refresh_from_db()
         try:
             assert blank.document.status == Document.Status.FAILED
             assert "no_text" in blank.document.error

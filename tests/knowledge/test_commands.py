@@ -9,7 +9,8 @@ from knowledge.models import Collection, Document
 from knowledge.search import get_search_backend
 from knowledge.services import document_upload, retrieve_sync
 
-pytestmark = [pytest.mark.fast, pytest.mark.django_db]
+# transaction=True: ingestion jobs are dispatched when the upload commits (KNOWLEDGE_JOBS_INLINE runs them then).
+pytestmark = [pytest.mark.fast, pytest.mark.django_db(transaction=True)]
 
 
 def test_load_sample_knowledge_is_idempotent(capsys):
@@ -27,7 +28,7 @@ def test_load_sample_knowledge_is_idempotent(capsys):
     assert Document.objects.count() == 7 and get_search_backend().info().chunk_count == chunks
 
     hits = retrieve_sync("빈집 철거 보조금은 얼마까지 지원되나요?", top_k=3)
-    assert "빈집 철거 보조금 신청 절차" in [h.title for h in hits]
+    assert "빈집 철거 보조금 신청 절차" in [h.chunk.title for h in hits]
 
 
 def test_reindex_swaps_to_a_new_index_and_reconcile_repairs_drift(collection, capsys):

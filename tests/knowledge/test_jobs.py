@@ -17,7 +17,8 @@ from knowledge.services import document_delete, document_upload, retrieve_sync
 from knowledge.types import SearchFilters
 from tests.knowledge.files import make_pdf
 
-pytestmark = [pytest.mark.fast, pytest.mark.django_db]
+# transaction=True: ingestion jobs are dispatched when the upload commits (KNOWLEDGE_JOBS_INLINE runs them then).
+pytestmark = [pytest.mark.fast, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ def test_it_ingests_uploads_in_the_worker(queued, collection, capsys):
     assert job.locked_by and job.finished_at
     assert "ran 1 job(s)" in capsys.readouterr().out
     assert (
-        retrieve_sync("빈집은행 등록", filters=SearchFilters(collection_ids=(collection.pk,)))[0].document_id
+        retrieve_sync("빈집은행 등록", filters=SearchFilters(collection_ids=(collection.pk,)))[0].chunk.document_id
         == document.pk
     )
 

@@ -1,10 +1,12 @@
-"""Core dependency probes: the database and Redis."""
+"""Core dependency probes of /readyz: the database and Redis (the project's own infrastructure).
+
+Registered by ``config.apps.PlatformConfig``; each app registers its own (inference: its
+endpoints; knowledge: the search engine).
+"""
 
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.core.cache import cache
 from django.db import connection
 
 from config.redis import get_redis, redis_enabled
@@ -31,17 +33,6 @@ async def check_redis() -> str:
     await client.ping()
     info = await client.info("server")
     return f"redis {info.get('redis_version', '?')}"
-
-
-def _cache_round_trip() -> str:
-    cache.set("readyz:probe", "1", 5)
-    if cache.get("readyz:probe") != "1":
-        raise RuntimeError("cache round trip failed")
-    return settings.CACHES["default"]["BACKEND"].rsplit(".", 2)[-2]
-
-
-async def check_cache() -> str:
-    return await sync_to_async(_cache_round_trip, thread_sensitive=False)()
 
 
 def register_core_checks() -> None:

@@ -1,0 +1,303 @@
+"""``admit`` and ``settle``: the rate limits and the cache lookup of one request, in one round trip.
+
+The chat service calls, per request::
+
+    key = cache_key_for(subject=..., model=..., messages=..., context_ids=..., params=...)
+    admission = await admit(subject, cache_key=key)      # ONE Redis round trip
+    if not admission.allowed:
+        raise admission.as_error()                         # 429 + Retry-After / X-RateLimit-*
+    try:
+        if admission.cached: replay admission.cached       # no model call
+        else: generate, then await cache_put(key, answer)  # complete answers only
+    finally:
+        await settle(subject, admission, prompt_tokens=..., completion_tokens=...)
+
+``admit`` sends the subject's rate-limit checks (one EVALSHA per limited subject: global,
+then the API key / user / anonymous session + IP), the cache GET and a lookup counter in
+one non-transactional pipeline: one round trip to a single Redis; with a Redis Cluster,
+one round trip per node involved, sent concurrently (redis-py splits the pipeline per node).
+
+When Redis is unreachable the limiter follows RATELIMIT_FAIL_MODE (open: a per-process
+limiter with the same policies; closed: 503) and the cache is skipped; every Redis call is
+bounded by REDIS_TIMEOUT, so nothing hangs and nothing turns into a 500. After a failure
+Redis is left alone for RATELIMIT_REDIS_RETRY_S (``redis_usable``), so an outage costs one
+timeout per interval, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from redis.exceptions import MaxConnectionsError, NoScriptError
+
+from chat.errors import AuthenticationRequired, ServiceUnavailable
+from chat.gateway import cache, limiter
+from chat.gateway.auth import confirm_not_revoked, revoked_set_key
+from chat.gateway.redis_async import REDIS_ERRORS, redis_call
+from chat.gateway.types import Admission, CachedAnswer, Subject
+from config.redis import redis_enabled
+from monitoring.metrics import (
+    CACHE_LATENCY,
+    CACHE_REQUESTS,
+    RATELIMIT_FALLBACKS,
+    RATELIMIT_LATENCY,
+    RATELIMIT_REJECTIONS,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """What settle() needs: which checks recorded the request, under which member, where."""
+
+    member: str
+    checks: list[limiter.Check]
+    backend: str  # "redis" or "local"
+    hit: bool = False  # answered from the response cache: settle() counts the hit
+    settled: bool = False
+
+
+# --- Redis-down state ------------------------------------------------------------------------
+
+# After a Redis failure, use the fallback (or refuse, in closed mode) until this monotonic
+# time rather than paying a timeout per request.
+_redis_down_until = 0.0
+
+
+def redis_usable() -> bool:
+    """Redis is configured and not marked down by a recent failure."""
+    return redis_enabled() and time.monotonic() >= _redis_down_until
+
+
+def redis_failure_seen() -> bool:
+    """Redis failed at least once since the last ``redis_state_reset`` (tests)."""
+    return _redis_down_until != 0.0
+
+
+def _mark_redis_down(exc: BaseException) -> None:
+    global _redis_down_until
+    if isinstance(exc, MaxConnectionsError):
+        return  # this process's pool is busy: not an outage, do not stop using Redis
+    _redis_down_until = time.monotonic() + settings.RATELIMIT_REDIS_RETRY_S
+    RATELIMIT_FALLBACKS.labels(mode=settings.RATELIMIT_FAIL_MODE).inc()
+    log.warning(
+        "Redis unreachable (%s: %s); rate limiting fails %s", type(exc).__name__, exc, settings.RATELIMIT_FAIL_MODE
+    )
+
+
+def redis_state_reset() -> None:
+    """Forget a Redis outage (tests; an operator after fixing Redis need not wait)."""
+    global _redis_down_until
+    _redis_down_until = 0.0
+
+
+async def run_scripts(client: Any, calls: list[tuple[str, list[str], list[Any]]], extra: list[tuple]) -> list[Any]:
+    """EVALSHA each call (+ plain commands) in one pipeline; re-run NOSCRIPT ones with EVAL."""
+    pipe = client.pipeline(transaction=False)
+    for sha, keys, args in calls:
+        # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
+        # evalsha method (it cannot pre-load scripts on every node); NOSCRIPT is handled below.
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+    for cmd, *cmd_args in extra:
+        getattr(pipe, cmd)(*cmd_args)
+    results = await pipe.execute(raise_on_error=False)
+    # Cluster pipelines return a list per multi-node command; ours are all single-key.
+    missing = [i for i, r in enumerate(results[: len(calls)]) if isinstance(r, NoScriptError)]
+    if missing:
+        # First use on this node (or after a restart / failover): EVAL sends the body and
+        # caches it there, so later EVALSHAs find it.
+        reruns = await asyncio.gather(
+            *(client.eval(limiter.SCRIPTS[calls[i][0]], len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing)
+        )
+        for i, r in zip(missing, reruns, strict=True):
+            results[i] = r
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
+
+
+# --- admit ---------------------------------------------------------------------------------------
+
+
+def _refusal(outcomes: list[limiter.Outcome]) -> Admission:
+    worst = max((o for o in outcomes if not o.allowed), key=lambda o: o.retry_after_ms)
+    RATELIMIT_REJECTIONS.labels(scope=worst.check.scope).inc()
+    p = worst.check.policy
+    limit = {"tokens": p.tokens_per_minute, "concurrency": p.concurrent}.get(worst.reason or "", p.requests)
+    return Admission(
+        allowed=False,
+        scope=worst.check.scope,
+        reason=worst.reason,
+        limit=limit,
+        remaining=0,
+        reset_s=max(worst.reset_ms, 0) / 1000 if worst.reason == "requests" else max(worst.retry_after_ms, 0) / 1000,
+        retry_after_s=max(worst.retry_after_ms, 0) / 1000,
+    )
+
+
+def _granted(outcomes: list[limiter.Outcome], ticket: _Ticket | None) -> Admission:
+    limited = [o for o in outcomes if o.remaining is not None]
+    if not limited:
+        return Admission(token=ticket)
+    tightest = min(limited, key=lambda o: o.remaining)
+    return Admission(
+        allowed=True,
+        scope=tightest.check.scope,
+        limit=tightest.check.policy.requests,
+        remaining=tightest.remaining,
+        reset_s=max(tightest.reset_ms, 0) / 1000,
+        token=ticket,
+    )
+
+
+def _is_anonymous(subject: Subject) -> bool:
+    return subject.is_anonymous or (subject.user_id is None and subject.api_key_id is None)
+
+
+def _local_admission(checks: list[limiter.Check], member: str) -> Admission:
+    outcomes = limiter.local_limiter.check_and_add(checks, member)
+    if not all(o.allowed for o in outcomes):
+        return _refusal(outcomes)
+    return _granted(outcomes, _Ticket(member, checks, "local"))
+
+
+async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
+    """Check-and-add the subject's rate limits and look up the cache, in one round trip.
+
+    Raises AuthenticationRequired for anonymous subjects unless CHAT_ANONYMOUS_ENABLED,
+    and ServiceUnavailable (503) when Redis is unreachable and RATELIMIT_FAIL_MODE=closed.
+    A refused request gets ``allowed=False`` (the cached answer is not returned then).
+    """
+    if _is_anonymous(subject) and not settings.CHAT_ANONYMOUS_ENABLED:
+        raise AuthenticationRequired("Log in to chat: anonymous chat is disabled on this site.")
+    checks = limiter.checks_for(subject, await limiter.policies()) if settings.RATELIMIT_ENABLED else []
+    revocation = bool(subject.revocation_prefix) and subject.api_key_id is not None
+    if not checks and not cache_key and not revocation:
+        return Admission()
+    member = f"{uuid.uuid4().hex[:16]}"
+
+    if not redis_usable():
+        if revocation:
+            await confirm_not_revoked(subject.revocation_prefix, revoked_in_redis=None)
+        if checks and redis_enabled() and settings.RATELIMIT_FAIL_MODE == "closed":
+            raise _unavailable()
+        if cache_key:
+            CACHE_REQUESTS.labels(result="error" if redis_enabled() else "disabled").inc()
+        return _local_admission(checks, member)
+
+    started = time.perf_counter()
+    calls = [(limiter.CHECK_SHA, *limiter.check_args(c, member)) for c in checks]
+    extra: list[tuple] = []
+    if cache_key:
+        extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1)]
+    if revocation:  # the API key's revocation check rides in the same round trip (last reply)
+        extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
+    try:
+        results = await redis_call(lambda r: run_scripts(r, calls, extra))
+    except REDIS_ERRORS as exc:
+        _mark_redis_down(exc)
+        if revocation:
+            await confirm_not_revoked(subject.revocation_prefix, revoked_in_redis=None)
+        if checks and settings.RATELIMIT_FAIL_MODE == "closed":
+            raise _unavailable() from None
+        if cache_key:
+            CACHE_REQUESTS.labels(result="error").inc()
+        return _local_admission(checks, member)
+    elapsed = time.perf_counter() - started
+    if checks:
+        RATELIMIT_LATENCY.observe(elapsed)
+
+    outcomes = [limiter.outcome_from_reply(c, r) for c, r in zip(checks, results, strict=False)]
+    if revocation and results[-1]:
+        await _undo([o.check for o in outcomes if o.allowed], member)
+        await confirm_not_revoked(subject.revocation_prefix, revoked_in_redis=True)
+    if not all(o.allowed for o in outcomes):
+        await _undo([o.check for o in outcomes if o.allowed], member)
+        return _refusal(outcomes)
+
+    ticket = _Ticket(member, checks, "redis")
+    admission = _granted(outcomes, ticket)
+    if cache_key:
+        CACHE_LATENCY.observe(elapsed)
+        raw = results[len(calls)]
+        data = cache.decode(raw) if raw is not None else None
+        if data is None:
+            CACHE_REQUESTS.labels(result="miss").inc()
+        else:
+            CACHE_REQUESTS.labels(result="hit").inc()
+            admission.cached = CachedAnswer(
+                content=data["content"],
+                citations=list(data.get("citations") or []),
+                model=str(data.get("model") or ""),
+                prompt_tokens=int(data.get("prompt_tokens") or 0),
+                completion_tokens=int(data.get("completion_tokens") or 0),
+            )
+            ticket.hit = True
+    return admission
+
+
+def _unavailable() -> ServiceUnavailable:
+    retry = max(1, round(settings.RATELIMIT_REDIS_RETRY_S))
+    return ServiceUnavailable(
+        "Rate limiting is unavailable right now; try again shortly.",
+        headers={"Retry-After": str(retry)},
+        retry_after=retry,
+    )
+
+
+async def _undo(checks: list[limiter.Check], member: str) -> None:
+    """Remove a refused request from the windows of the checks that had let it through."""
+    if not checks:
+        return
+    calls = [(limiter.UNDO_SHA, [c.keys[0], c.keys[2]], [member]) for c in checks]
+    try:
+        await redis_call(lambda r: run_scripts(r, calls, []))
+    except REDIS_ERRORS:
+        # Worst case the request counts against those windows (over-refusal, never over-admission).
+        log.warning("could not undo a refused request's rate-limit entries", exc_info=True)
+
+
+# --- settle ---------------------------------------------------------------------------------------
+
+
+async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, completion_tokens: int) -> None:
+    """After the answer: charge token limits from actual usage, release the concurrency slot.
+
+    Call it once per admitted request, in a ``finally`` (with the tokens used so far when
+    the answer failed). Cached answers cost no model tokens, so nothing is charged for them;
+    their hit is counted here (the shared hit-rate counter), after the answer, off its path.
+    Never raises: a slot that cannot be released expires after RATELIMIT_SLOT_TTL_S.
+    """
+    ticket = admission.token
+    if not isinstance(ticket, _Ticket) or ticket.settled or not admission.allowed:
+        return
+    ticket.settled = True
+    tokens = 0 if admission.cached is not None else max(0, int(prompt_tokens) + int(completion_tokens))
+    checks = [c for c in ticket.checks if c.policy.concurrent or (tokens and c.policy.tokens_per_minute)]
+    if ticket.backend == "local":
+        if checks:
+            limiter.local_limiter.settle(checks, ticket.member, tokens)
+        return
+    calls = [
+        (
+            limiter.SETTLE_SHA,
+            [c.keys[1], c.keys[2], c.keys[3]],
+            [ticket.member, tokens if c.policy.tokens_per_minute else 0],
+        )
+        for c in checks
+    ]
+    extra = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
+    if not calls and not extra:
+        return
+    try:
+        await redis_call(lambda r: run_scripts(r, calls, extra))
+    except REDIS_ERRORS as exc:
+        log.warning("could not settle rate-limit usage (%s); the slot expires on its own", exc)

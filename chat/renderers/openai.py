@@ -1,0 +1,127 @@
+"""OpenAI's wire format: ``chat.completion`` bodies, ``chat.completion.chunk`` streams, errors.
+
+Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` with the
+platform error's status, so the official SDKs raise their usual exception classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+from django.http import HttpResponse
+
+from chat.errors import PlatformError, RateLimited
+from chat.types import ChatEvent, End, Error, Sources, Start, Token
+
+
+def _openai_type(err: PlatformError) -> str:
+    if isinstance(err, RateLimited):
+        return "tokens" if err.extra.get("reason") == "tokens" else "requests"
+    if err.http_status == 401:
+        return "authentication_error"
+    if err.http_status == 403:
+        return "permission_error"
+    if err.http_status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def _openai_code(err: PlatformError) -> str:
+    if isinstance(err, RateLimited):
+        return "rate_limit_exceeded"
+    if err.http_status == 401:
+        return "invalid_api_key"
+    return err.code
+
+
+def openai_error_body(err: PlatformError) -> dict[str, Any]:
+    param = next(iter(err.fields), None) if err.fields else None
+    return {"error": {"message": err.message, "type": _openai_type(err), "param": param, "code": _openai_code(err)}}
+
+
+def openai_error_response(err: PlatformError) -> HttpResponse:
+    response = HttpResponse(
+        orjson.dumps(openai_error_body(err)), status=err.http_status, content_type="application/json"
+    )
+    for name, value in (err.headers or {}).items():
+        response[name] = value
+    if err.http_status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def completion_body(final: End, *, completion_id: str, model: str) -> dict[str, Any]:
+    """A whole (non-streamed) answer as ``chat.completion``, with the platform's ``sources``."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": final.content},
+                "logprobs": None,
+                "finish_reason": final.finish_reason or "stop",
+            }
+        ],
+        "usage": final.usage,
+        "sources": final.citations,
+    }
+    if final.conversation_id is not None:
+        body["conversation_id"] = str(final.conversation_id)
+    return body
+
+
+class ChunkWriter:
+    """OpenAI ``chat.completion.chunk`` events; a token costs one ``orjson.dumps`` of its text."""
+
+    def __init__(self, completion_id: str, model: str, *, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.head = orjson.dumps(
+            {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        )[:-1]  # without the closing brace: each event appends its own fields
+        self.token_prefix = b"data: " + self.head + b',"choices":[{"index":0,"delta":{"content":'
+        self.token_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def event(self, fields: dict[str, Any]) -> bytes:
+        return b"data: " + self.head + b"," + orjson.dumps(fields)[1:] + b"\n\n"
+
+    async def render(self, first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
+        async with aclosing(events) as stream:
+            event = first
+            while True:
+                if type(event) is Token:
+                    yield self.token_prefix + orjson.dumps(event.text) + self.token_suffix
+                elif isinstance(event, Start):
+                    yield self.event(
+                        {
+                            "choices": [
+                                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                            ]
+                        }
+                    )
+                elif isinstance(event, Sources):
+                    pass  # sent with the final chunk, once the citations are known
+                elif isinstance(event, End):
+                    final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason or "stop"}
+                    extra: dict[str, Any] = {"sources": event.citations}
+                    if event.conversation_id is not None:
+                        extra["conversation_id"] = str(event.conversation_id)
+                    yield self.event({"choices": [final], **extra})
+                    if self.include_usage:
+                        yield self.event({"choices": [], "usage": event.usage})
+                    yield b"data: [DONE]\n\n"
+                    return
+                elif isinstance(event, Error):
+                    # OpenAI's way of failing mid-stream: an error event, then the stream ends.
+                    yield b"data: " + orjson.dumps(openai_error_body(event.error)) + b"\n\n"
+                    return
+                try:
+                    event = await stream.__anext__()
+                except StopAsyncIteration:
+                    return

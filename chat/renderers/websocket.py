@@ -1,0 +1,67 @@
+"""The browser chat's websocket frames (docs/chat.md has the protocol table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat.errors import PlatformError
+from chat.markdown import answer_html
+from chat.types import End, Start
+
+
+def error_frame(err: PlatformError, **extra: Any) -> dict[str, Any]:
+    """``{"type": "error", "code", "message", "retry_after", ...}`` (extras only when set)."""
+    frame = {"type": "error", **err.as_dict()["error"], **{k: v for k, v in extra.items() if v is not None}}
+    frame.setdefault("retry_after", None)
+    return frame
+
+
+def failed_frame(err: PlatformError, *, message_id: int | None, partial: str) -> dict[str, Any]:
+    """An answer that failed midway: the error, and the partial text that was stored."""
+    return error_frame(err, message_id=message_id, html=answer_html(partial, message_id) if partial else None)
+
+
+def start_frame(event: Start) -> dict[str, Any]:
+    return {
+        "type": "start",
+        "conversation_id": event.conversation_id,
+        "message_id": event.message_id,
+        "cached": event.cached,
+    }
+
+
+def sources_frame(sources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "sources", "sources": sources}
+
+
+def token_frame(text: str) -> dict[str, Any]:
+    return {"type": "token", "text": text}
+
+
+def end_frame(event: End) -> dict[str, Any]:
+    return {
+        "type": "end",
+        "status": event.status,
+        "conversation_id": event.conversation_id,
+        "message_id": event.message_id,
+        "usage": event.usage,
+        "latency": event.latency,
+        "citations": event.citations,
+        "cached": event.cached,
+        "html": answer_html(event.content, event.message_id),
+    }
+
+
+def stopped_frame(started: Start, partial: str) -> dict[str, Any]:
+    """The end of an answer the user stopped (the partial text is stored)."""
+    return {
+        "type": "end",
+        "status": "partial",
+        "stopped": True,
+        "conversation_id": started.conversation_id,
+        "message_id": started.message_id,
+        "html": answer_html(partial, started.message_id),
+        "usage": None,
+        "latency": None,
+        "citations": None,
+    }

@@ -1,0 +1,407 @@
+"""The answer pipeline: the one request path every adapter uses (websocket, REST/SSE, OpenAI).
+
+    plan (validate, scope)  -> cache key -> gateway.admit (rate limit + cache lookup, one round trip)
+      -> store the question and an empty answer row   (before generation: nothing lost)
+      -> replay the cached answer, or: retrieve -> build the prompt -> generate (stream)
+      -> cite ([n] -> sources) -> store the answer (one write) -> history to Redis
+      -> gateway.settle + cache_put
+
+``reply`` (a conversation turn) and ``complete`` (an OpenAI-style stateless request,
+optionally stored) are async generators of ``chat.types`` events. They never raise for
+domain problems: a refusal is an ``Error`` event. If the consumer stops early (client
+gone, stop pressed: the generator is closed or its task cancelled), the partial answer
+is stored with status ``partial`` and the upstream request is closed. The token loop
+does no database work: the answer row is written once at the end (plus, every
+CHAT_CHECKPOINT_S, a checkpoint of the text so far, written with the other streaming
+answers' by chat.checkpoints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from chat import checkpoints
+from chat import history as chat_history
+from chat.asyncdb import db
+from chat.config import AnswerConfig
+from chat.errors import ContextLengthExceeded, InternalError, PlatformError
+from chat.gateway import services as gateway
+from chat.gateway.types import Admission, CachedAnswer, Subject
+from chat.models import Conversation, Message
+from chat.prompt import Prompt, PromptTooLong, Source, build_prompt, estimate_tokens, map_citations, number_sources
+from chat.services.answer_plan import Plan, cache_key, generation_params, prepare_complete, prepare_reply
+from chat.services.answer_store import Outcome, Stored, store_finish, store_start
+from chat.types import ChatEvent, ChatOptions, End, Error, Owner, Sources, Start, Token
+from inference import services as inference
+from inference.errors import InferenceError, StreamInterrupted
+from inference.types import GenerationParams, StreamEnd, TokenDelta
+from knowledge import services as knowledge
+from knowledge.types import SearchFilters
+from monitoring.metrics import CHAT_ERRORS, CHAT_RESPONSES
+
+log = logging.getLogger(__name__)
+
+# A cached answer is replayed as a stream in pieces of about this many characters.
+REPLAY_CHARS = 24
+
+
+def reply(
+    *,
+    subject: Subject,
+    content: str,
+    conversation_id: uuid.UUID | str | None = None,
+    regenerate: bool = False,
+    channel: str = Conversation.Channel.WEB,
+    options: ChatOptions | None = None,
+) -> AsyncIterator[ChatEvent]:
+    """Answer ``content`` in a conversation (a new one when ``conversation_id`` is None).
+
+    ``regenerate=True`` answers the conversation's last question again (``content`` is
+    ignored); the earlier answer is kept but marked superseded.
+    """
+    run = _Run(subject=subject, options=options or ChatOptions(), channel=channel)
+    return run.events(
+        lambda: prepare_reply(
+            owner=run.owner,
+            options=run.options,
+            content=content,
+            conversation_id=conversation_id,
+            regenerate=regenerate,
+        ),
+        store=True,
+    )
+
+
+def complete(
+    *,
+    subject: Subject,
+    messages: Sequence[dict[str, str]],
+    store: bool = False,
+    options: ChatOptions | None = None,
+) -> AsyncIterator[ChatEvent]:
+    """An OpenAI-style request: the caller sends the whole conversation.
+
+    Retrieval adds the platform's system prompt and sources in front of the caller's
+    messages; with retrieval off the messages go to the model as they are. ``store``
+    keeps the exchange as a new conversation (channel openai).
+    """
+    run = _Run(subject=subject, options=options or ChatOptions(), channel=Conversation.Channel.OPENAI)
+    return run.events(lambda: prepare_complete(owner=run.owner, options=run.options, messages=messages, store=store),
+                      store=store)  # fmt: skip
+
+
+async def collect(events: AsyncIterator[ChatEvent]) -> End | Error:
+    """The final event of an answer (for non-streaming callers)."""
+    last: End | Error | None = None
+    async with aclosing(events) as stream:
+        async for event in stream:
+            if isinstance(event, End | Error):
+                last = event
+    assert last is not None, "an answer always ends with End or Error"
+    return last
+
+
+class _Run:
+    """One answer's state from the admission to the final write."""
+
+    def __init__(self, *, subject: Subject, options: ChatOptions, channel: str) -> None:
+        self.subject = subject
+        self.owner = Owner.of(subject)
+        self.options = options
+        self.channel = channel
+        self.started = time.perf_counter()
+        self.plan: Plan | None = None
+        self.admission: Admission | None = None
+        self.cache_key: str | None = None
+        self.stored: Stored | None = None
+        self.usage = (0, 0)  # what settle() charges: prompt, completion tokens
+
+    async def events(self, prepare: Callable[[], Awaitable[Plan]], *, store: bool) -> AsyncIterator[ChatEvent]:
+        try:
+            plan = self.plan = await prepare()
+            cfg = plan.cfg
+            params = generation_params(cfg, self.options)
+            max_tokens = params.max_tokens or cfg.max_tokens
+            try:
+                # Refuse a question that cannot fit before anything is charged or stored.
+                build_prompt(
+                    system_prompt=plan.system_prompt,
+                    question=plan.question,
+                    with_sources=plan.with_sources,
+                    context_window=cfg.context_window,
+                    max_tokens=max_tokens,
+                    history_budget=0,
+                )
+            except PromptTooLong as exc:
+                raise ContextLengthExceeded(str(exc)) from None
+        except PlatformError as exc:
+            yield _failed(exc)
+            return
+
+        self.cache_key = cache_key(self.subject, self.options, plan, params, max_tokens)
+        try:
+            admission = await gateway.admit(self.subject, cache_key=self.cache_key)
+        except PlatformError as exc:  # anonymous chat disabled, or Redis down with fail-closed limits
+            yield _failed(exc)
+            return
+        if not admission.allowed:
+            yield _failed(admission.as_error())
+            return
+        self.admission = admission
+        try:
+            if store:
+                try:
+                    self.stored = await db(store_start)(
+                        owner=self.owner,
+                        conversation=plan.conversation,
+                        question=plan.question,
+                        regenerate=plan.regenerate,
+                        channel=self.channel,
+                        collection_ids=list(plan.scope),
+                    )
+                except PlatformError as exc:  # e.g. the conversation was deleted meanwhile
+                    yield _failed(exc)
+                    return
+                if plan.regenerate:
+                    await chat_history.drop_history(self.stored.conversation_id)
+            cid = self.stored.conversation_id if self.stored else None
+            mid = self.stored.message_id if self.stored else None
+            if admission.cached is not None:
+                yield Start(cid, mid, model=admission.cached.model, cached=True)
+                inner = self._replay(admission.cached)
+            else:
+                yield Start(cid, mid, model=self.options.model or "")
+                inner = self._generate(plan, params, max_tokens)
+            # aclosing: if our consumer stops, the inner generator is finalised now (partial stored).
+            async with aclosing(inner) as stream:
+                async for event in stream:
+                    yield event
+        finally:
+            await _quietly(asyncio.shield(self._settle()))
+
+    async def _replay(self, cached: CachedAnswer) -> AsyncIterator[ChatEvent]:
+        """A cached answer, streamed in pieces (stored like any answer, ``cached=True``)."""
+        sent = 0
+        try:
+            yield Sources([dict(c) for c in cached.citations])
+            for sent in range(0, len(cached.content), REPLAY_CHARS):
+                yield Token(cached.content[sent : sent + REPLAY_CHARS])
+        except (asyncio.CancelledError, GeneratorExit):
+            partial = Outcome(status=Message.Status.PARTIAL, content=cached.content[:sent], cached=True)
+            await asyncio.shield(_quietly(self._finish(partial)))
+            raise
+        outcome = Outcome(
+            status=Message.Status.COMPLETE,
+            content=cached.content,
+            citations=list(cached.citations),
+            model=cached.model,
+            prompt_tokens=cached.prompt_tokens,
+            completion_tokens=cached.completion_tokens,
+            ttft_ms=self._ms(),
+            cached=True,
+        )
+        await self._finish(outcome)
+        yield self._end(outcome)
+
+    async def _generate(self, plan: Plan, params: GenerationParams, max_tokens: int) -> AsyncIterator[ChatEvent]:
+        cfg = plan.cfg
+        sources: list[Source] = []
+        parts: list[str] = []
+        deltas = 0  # upstream pieces (about one token each) received
+        outcome = Outcome(status=Message.Status.PARTIAL, content="")
+        try:
+            if plan.with_sources and plan.search_ids:
+                sources = await self._retrieve(plan, cfg)
+            prompt: Prompt = build_prompt(
+                system_prompt=plan.system_prompt,
+                question=plan.question,
+                history=plan.history,
+                sources=sources,
+                with_sources=plan.with_sources,
+                context_window=cfg.context_window,
+                max_tokens=max_tokens,
+                history_budget=plan.history_budget,
+            )
+            sources = prompt.sources
+            outcome.citations = map_citations("", sources)
+            yield Sources(outcome.citations)
+
+            end: StreamEnd | None = None
+            ttft: float | None = None
+            affinity = str(self.stored.conversation_id) if self.stored else None
+            if self.stored:
+                # The text so far is saved every CHAT_CHECKPOINT_S, with the other streaming answers'.
+                checkpoints.track(self.stored.message_id, parts)
+            # aclosing: however this loop ends, the upstream stream is closed (its HTTP request cancelled).
+            upstream = (
+                inference.generate_stream(
+                    prompt.messages,
+                    params=params,
+                    affinity_key=affinity,
+                    # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
+                    coalesce=self.channel != Conversation.Channel.OPENAI,
+                )
+                if self.options.stream
+                else _whole_answer(prompt.messages, params=params, affinity_key=affinity)
+            )
+            async with aclosing(upstream) as stream:
+                async for event in stream:
+                    if type(event) is TokenDelta:
+                        if ttft is None:
+                            ttft = time.perf_counter()
+                        parts.append(event.text)
+                        # A streamed delta is about one token; a whole answer is estimated.
+                        deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
+                        yield Token(event.text)
+                    elif isinstance(event, StreamEnd):
+                        end = event
+            outcome.status = Message.Status.COMPLETE
+            outcome.finish_reason = end.finish_reason if end else None
+            outcome.model = end.model if end else ""
+            outcome.endpoint = end.endpoint if end else ""
+            usage = end.usage if end else None
+            outcome.prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens else prompt.estimated_tokens
+            outcome.completion_tokens = usage.completion_tokens if usage and usage.completion_tokens else deltas
+            outcome.ttft_ms = self._ms(ttft) if ttft is not None else None
+        except (asyncio.CancelledError, GeneratorExit):
+            # Client gone or stop pressed: keep what was streamed, then let the cancel proceed.
+            outcome.status = Message.Status.PARTIAL
+            outcome.content = "".join(parts)
+            outcome.completion_tokens = deltas
+            outcome.citations = map_citations(outcome.content, sources)
+            await asyncio.shield(_quietly(self._finish(outcome)))
+            raise
+        except InferenceError as exc:
+            text = "".join(parts) or (exc.partial_text if isinstance(exc, StreamInterrupted) else "")
+            outcome.status = Message.Status.PARTIAL if text else Message.Status.ERROR
+            outcome.error = exc
+            parts = [text]
+        except PromptTooLong as exc:
+            outcome.status = Message.Status.ERROR
+            outcome.error = ContextLengthExceeded(str(exc))
+        except Exception as exc:
+            log.exception("chat answer failed")
+            outcome.status = Message.Status.PARTIAL if parts else Message.Status.ERROR
+            outcome.error = InternalError(f"The answer failed ({type(exc).__name__}).")
+
+        outcome.content = "".join(parts)
+        outcome.citations = map_citations(outcome.content, sources)
+        if outcome.completion_tokens == 0:
+            outcome.completion_tokens = deltas if outcome.error is None else estimate_tokens(outcome.content)
+        await asyncio.shield(self._finish(outcome))
+        if outcome.error is not None:
+            yield _failed(
+                outcome.error, message_id=self.stored.message_id if self.stored else None, partial=outcome.content
+            )
+        else:
+            yield self._end(outcome)
+
+    # -- stages ------------------------------------------------------------------------
+
+    async def _retrieve(self, plan: Plan, cfg: AnswerConfig) -> list[Source]:
+        try:
+            chunks = await knowledge.retrieve(
+                plan.question,
+                filters=SearchFilters(collection_ids=plan.search_ids),
+                top_k=cfg.top_k,
+                rerank=cfg.rerank_enabled,
+            )
+        except Exception as exc:  # documented degradation: answer without sources
+            log.warning("retrieval failed, answering without sources: %s", exc)
+            return []
+        return number_sources(chunks)
+
+    async def _finish(self, outcome: Outcome) -> None:
+        """The final write (one UPDATE, see store_finish), Redis history, and the cache entry of a complete answer."""
+        outcome.total_ms = self._ms()
+        CHAT_RESPONSES.labels("cached" if outcome.cached else str(outcome.status)).inc()
+        if self.stored:
+            checkpoints.untrack(self.stored.message_id)
+            await db(store_finish)(self.stored, outcome)
+            if not (self.plan and self.plan.regenerate):
+                items = []
+                question = self.plan.question if self.plan else ""
+                if self.stored.user_message_id is not None:
+                    items.append({"id": self.stored.user_message_id, "role": "user", "content": question})
+                items.append({"id": self.stored.message_id, "role": "assistant", "content": outcome.content})
+                await chat_history.append_history(self.stored.conversation_id, items, new=self.stored.new_conversation)
+        if outcome.status == Message.Status.COMPLETE and self.cache_key and not outcome.cached and outcome.content:
+            await _quietly(
+                gateway.cache_put(
+                    self.cache_key,
+                    CachedAnswer(
+                        content=outcome.content,
+                        citations=outcome.citations,
+                        model=outcome.model,
+                        prompt_tokens=outcome.prompt_tokens,
+                        completion_tokens=outcome.completion_tokens,
+                    ),
+                )
+            )
+        self.usage = (outcome.prompt_tokens, 0 if outcome.cached else outcome.completion_tokens)
+
+    async def _settle(self) -> None:
+        if self.admission is None:
+            return
+        prompt_tokens, completion_tokens = self.usage
+        admission, self.admission = self.admission, None
+        await gateway.settle(self.subject, admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def _end(self, outcome: Outcome) -> End:
+        return End(
+            status=outcome.status,
+            content=outcome.content,
+            citations=outcome.citations,
+            usage={
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+            },
+            latency={"ttft_ms": outcome.ttft_ms, "total_ms": outcome.total_ms},
+            model=outcome.model,
+            finish_reason=outcome.finish_reason,
+            cached=outcome.cached,
+            conversation_id=self.stored.conversation_id if self.stored else None,
+            message_id=self.stored.message_id if self.stored else None,
+        )
+
+    def _ms(self, at: float | None = None) -> int:
+        return round(((at if at is not None else time.perf_counter()) - self.started) * 1000)
+
+
+def _failed(err: PlatformError, **kwargs: Any) -> Error:
+    """The Error event of an answer, counted once here for every adapter (``chat_errors_total``)."""
+    CHAT_ERRORS.labels(err.code).inc()
+    return Error(err, **kwargs)
+
+
+async def _whole_answer(
+    messages: Sequence[Any], *, params: GenerationParams, affinity_key: str | None
+) -> AsyncIterator[TokenDelta | StreamEnd]:
+    """``inference.generate`` (one non-streaming upstream call) in the shape of a stream."""
+    done = await inference.generate(messages, params=params, affinity_key=affinity_key)
+    if done.text:
+        yield TokenDelta(done.text)
+    yield StreamEnd(
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+        model=done.model,
+        endpoint=done.endpoint,
+        duration_s=done.duration_s,
+    )
+
+
+async def _quietly(awaitable: Any) -> None:
+    """Await a bookkeeping step whose failure must not turn an answer into an error."""
+    try:
+        await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("chat bookkeeping step failed")

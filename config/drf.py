@@ -1,0 +1,40 @@
+"""The one DRF exception handler: every REST error in the platform's shape.
+
+``{"error": {"code", "message", "fields"?, ...}}`` for platform errors (any app's) and for
+DRF's own (validation, authentication, permission, parsing, throttling), so integrators
+parse one shape whichever view failed. Unexpected exceptions are logged and answered
+with a generic ``internal_error`` and the request id, never a traceback or Django's HTML.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.errors import InternalError, PlatformError, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+
+def error_response(err: PlatformError) -> Response:
+    return Response(err.as_dict(), status=err.http_status, headers=err.headers or None)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    if isinstance(exc, PlatformError):
+        return error_response(exc)
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return error_response(ValidationFailed("The request is invalid.", fields=detail))
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("unhandled error in %s", type(context.get("view")).__name__, exc_info=exc)
+        return error_response(InternalError())
+    detail = response.data.get("detail") if isinstance(response.data, dict) else None
+    code = getattr(detail, "code", None) or "error"
+    response.data = {"error": {"code": code, "message": str(detail) if detail is not None else "The request failed."}}
+    return response
