@@ -174,6 +174,15 @@ AnswerSerializer = inline_serializer(
         "latency": serializers.DictField(child=serializers.IntegerField(allow_null=True)),
     },
 )
+ConversationPageSerializer = inline_serializer(
+    "PaginatedConversationList",
+    {
+        "count": serializers.IntegerField(),
+        "next": serializers.URLField(allow_null=True),
+        "previous": serializers.URLField(allow_null=True),
+        "results": ConversationSerializer(many=True),
+    },
+)
 ErrorSerializer = inline_serializer(
     "ChatError",
     {
@@ -196,7 +205,10 @@ def _conversation_or_404(request: Request, conversation_id: uuid.UUID) -> Conver
 
 class ConversationListView(ChatAPIView):
     @extend_schema(
-        tags=["chat"], summary="Your conversations, newest first", responses=ConversationSerializer(many=True)
+        tags=["chat"],
+        operation_id="conversations_list",
+        summary="Your conversations, newest first (paginated)",
+        responses=ConversationPageSerializer,
     )
     def get(self, request: Request) -> Response:
         paginator = api_settings.DEFAULT_PAGINATION_CLASS()
@@ -207,7 +219,7 @@ class ConversationListView(ChatAPIView):
         tags=["chat"],
         summary="Start a conversation",
         request=ConversationCreateSerializer,
-        responses={201: ConversationSerializer},
+        responses={201: ConversationSerializer, 400: ErrorSerializer},
     )
     def post(self, request: Request) -> Response:
         body = ConversationCreateSerializer(data=request.data)
@@ -328,6 +340,7 @@ class FeedbackView(ChatAPIView):
             200: inline_serializer(
                 "FeedbackResult", {"message_id": serializers.IntegerField(), "rating": serializers.CharField()}
             ),
+            400: ErrorSerializer,
             404: ErrorSerializer,
         },
     )

@@ -401,6 +401,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Knowledge, conversations and an OpenAI-compatible chat endpoint.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One enum per model field, named after it (several models have a "status").
+    "ENUM_NAME_OVERRIDES": {
+        "DocumentStatusEnum": "knowledge.models.Document.Status",
+        "JobStatusEnum": "knowledge.models.Job.Status",
+        "MessageStatusEnum": "chat.models.Message.Status",
+    },
 }
 
 # --- Logging -----------------------------------------------------------------

@@ -1,6 +1,25 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.http import HttpRequest, JsonResponse
+from django.urls import Resolver404, include, path, re_path, resolve
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from config.errors import NotFound
+
+
+@csrf_exempt  # it changes nothing, and a POST to a mistyped path should say so, not fail the CSRF check
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """An unknown /api/ path (or a malformed id in one) answers in the API's error shape, not Django's HTML page."""
+    message = "No such API endpoint (see /api/docs/)."
+    if not request.path_info.endswith("/"):
+        try:
+            if resolve(request.path_info + "/").func is not api_not_found:
+                message = f"No such API endpoint; did you mean {request.path}/ (with the trailing slash)?"
+        except Resolver404:
+            pass
+    error = NotFound(message)
+    return JsonResponse(error.as_dict(), status=error.http_status)
+
 
 urlpatterns = [
     path("", include("monitoring.urls")),
@@ -14,6 +33,7 @@ urlpatterns = [
     path("knowledge/", include("knowledge.page_urls")),
     path("api/gateway/", include("chat.gateway.urls")),
     path("api/", include("chat.api_urls")),
+    re_path(r"^api/", api_not_found),  # last of the /api/ routes
     path("v1/", include("chat.openai_urls")),
     path("", include("chat.urls")),
 ]

@@ -132,12 +132,13 @@ class UploadForm(forms.Form):
 class DocumentAdmin(admin.ModelAdmin):
     list_display = ["display_title", "collection", "status_badge", "chunk_count", "file_type", "category", "updated_at"]
     list_filter = ["status", "collection", "file_type", "category", "language"]
-    search_fields = ["title", "original_filename", "source", "category", "content_hash"]
+    search_fields = ["title", "original_filename", "source", "category", "content_hash", "external_id"]
     list_select_related = ["collection"]
     date_hierarchy = "created_at"
     readonly_fields = [
-        "collection", "file", "original_filename", "file_type", "size_bytes", "content_hash", "status_badge",
-        "error", "chunk_count", "embedding_model", "indexed_at", "created_by", "created_at", "updated_at",
+        "collection", "external_id", "file", "original_filename", "file_type", "size_bytes", "content_hash",
+        "status_badge", "error", "chunk_count", "embedding_model", "indexed_at", "created_by", "created_at",
+        "updated_at",
     ]  # fmt: skip
     fields = ["title", "source", "category", "language", "timestamp", *readonly_fields]
     inlines = [JobInline, ChunkInline]

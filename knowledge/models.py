@@ -66,6 +66,9 @@ class Document(models.Model):
     file_type = models.CharField(max_length=8, choices=FileType.choices)
     size_bytes = models.PositiveBigIntegerField(default=0)
     content_hash = models.CharField(max_length=64, help_text=_("SHA-256 of the file bytes."))
+    # The integrator's own id for the document (unique within the collection, blank: none),
+    # so a sync job can push the same record again and only changed bytes cost work.
+    external_id = models.CharField(_("external id"), max_length=200, blank=True, default="")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
@@ -83,7 +86,16 @@ class Document(models.Model):
         verbose_name_plural = _("documents")
         constraints = [
             # Re-uploading the same bytes into the same collection finds the existing row.
-            models.UniqueConstraint(fields=["collection", "content_hash"], name="knowledge_document_unique_hash")
+            models.UniqueConstraint(fields=["collection", "content_hash"], name="knowledge_document_unique_hash"),
+            models.UniqueConstraint(
+                fields=["collection", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="knowledge_document_unique_external_id",
+            ),
+        ]
+        indexes = [
+            # The REST list's "updated since" filter (incremental syncs poll it).
+            models.Index(fields=["updated_at"], name="knowledge_doc_updated"),
         ]
 
     def __str__(self) -> str:

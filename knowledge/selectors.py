@@ -19,12 +19,13 @@ resolver says otherwise.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, Literal
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
-from knowledge.models import Chunk, Collection, Document
+from knowledge.models import Chunk, Collection, Document, Job
 
 Access = Literal["read", "write"]
 # A resolver returns a queryset/list of collection ids, or None when it does not handle the principal.
@@ -97,8 +98,52 @@ def readable_collection_ids(principal: Any) -> tuple[int, ...]:
     return tuple(sorted(set(readable_collections(principal))))
 
 
+def principal_user(principal: Any) -> Any:
+    """The user whose rights ``principal`` has (itself, or an API key's owner); None when there is none."""
+    return _as_user(principal)
+
+
+def may_manage_collections(
+    principal: Any, action: Literal["add", "change", "delete"], collection: Collection | None = None
+) -> bool:
+    """Staff; or the ``knowledge.<action>_collection`` model permission (a key: its owner's) and,
+    for an existing collection, a grant on it (readers / reader groups)."""
+    user = _as_user(principal)
+    if user is None or not getattr(user, "is_authenticated", False):
+        return False
+    if user.is_staff or user.is_superuser:
+        return True
+    if not user.has_perm(f"knowledge.{action}_collection"):
+        return False
+    return collection is None or Collection.objects.filter(_granted(user), pk=collection.pk).exists()
+
+
 def collection_list(*, principal: Any) -> QuerySet[Collection]:
     return Collection.objects.filter(id__in=readable_collections(principal))
+
+
+def collection_list_with_counts(*, principal: Any) -> QuerySet[Collection]:
+    """Readable collections with ``document_count`` and ``indexed_count`` (one query)."""
+    return collection_list(principal=principal).annotate(
+        document_count=Count("documents"),
+        indexed_count=Count("documents", filter=Q(documents__status=Document.Status.INDEXED)),
+    )
+
+
+def collection_get(*, principal: Any, ref: str | int) -> Collection | None:
+    """A readable collection by id or slug (None for unknown and unreadable alike: ids cannot be probed)."""
+    collections = collection_list_with_counts(principal=principal)
+    if isinstance(ref, int) or str(ref).isdigit():
+        return collections.filter(pk=int(ref)).first()
+    return collections.filter(slug=ref).first()
+
+
+def collection_is_writable(*, principal: Any, collection: Collection) -> bool:
+    return Collection.objects.filter(pk=collection.pk, id__in=writable_collections(principal)).exists()
+
+
+def _latest_job(field: str) -> Subquery:
+    return Subquery(Job.objects.filter(document=OuterRef("pk")).order_by("-created_at", "-pk").values(field)[:1])
 
 
 def document_list(
@@ -108,8 +153,17 @@ def document_list(
     status: str | None = None,
     category: str | None = None,
     source: str | None = None,
+    updated_since: dt.datetime | None = None,
+    external_id: str | None = None,
 ) -> QuerySet[Document]:
-    documents = Document.objects.filter(collection_id__in=readable_collections(principal)).select_related("collection")
+    """Documents in readable collections, newest first, each with its latest job
+    (``latest_job_id``, ``latest_job_status``: two correlated subqueries, no N+1)."""
+    documents = (
+        Document.objects.filter(collection_id__in=readable_collections(principal))
+        .select_related("collection")
+        .annotate(latest_job_id=_latest_job("pk"), latest_job_status=_latest_job("status"))
+        .order_by("-created_at", "-pk")
+    )
     if collection_id is not None:
         documents = documents.filter(collection_id=collection_id)
     if status:
@@ -118,11 +172,28 @@ def document_list(
         documents = documents.filter(category=category)
     if source:
         documents = documents.filter(source=source)
+    if updated_since is not None:
+        documents = documents.filter(updated_at__gte=updated_since)
+    if external_id:
+        documents = documents.filter(external_id=external_id)
     return documents
 
 
 def document_get(*, principal: Any, document_id: int) -> Document | None:
     return document_list(principal=principal).filter(pk=document_id).first()
+
+
+def document_by_external_id(*, principal: Any, collection: Collection, external_id: str) -> Document | None:
+    return document_list(principal=principal, collection_id=collection.pk, external_id=external_id).first()
+
+
+def job_get(*, principal: Any, job_id: int) -> Job | None:
+    """A job of a document the principal may read; jobs whose document is gone: staff only."""
+    user = _as_user(principal)
+    jobs = Job.objects.filter(pk=job_id)
+    if user is None or not (getattr(user, "is_staff", False) or getattr(user, "is_superuser", False)):
+        jobs = jobs.filter(document__collection_id__in=readable_collections(principal))
+    return jobs.first()
 
 
 def document_chunks(*, document: Document) -> QuerySet[Chunk]:

@@ -13,10 +13,13 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from knowledge.permissions import SCOPE_READ as SCOPE_KNOWLEDGE_READ
+from knowledge.permissions import SCOPE_WRITE as SCOPE_KNOWLEDGE_WRITE
+
 SCOPE_CHAT = "chat"
-SCOPE_KNOWLEDGE_READ = "knowledge:read"
-SCOPE_KNOWLEDGE_WRITE = "knowledge:write"
-API_KEY_SCOPES = (SCOPE_CHAT, SCOPE_KNOWLEDGE_READ, SCOPE_KNOWLEDGE_WRITE)
+# Operators' conversation exports (chat/exports.py); the key's owner must be staff as well.
+SCOPE_EXPORT = "export"
+API_KEY_SCOPES = (SCOPE_CHAT, SCOPE_KNOWLEDGE_READ, SCOPE_KNOWLEDGE_WRITE, SCOPE_EXPORT)
 
 
 class RateLimitPolicy(models.Model):
@@ -81,7 +84,7 @@ class APIKey(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, editable=False)
-    scopes = models.JSONField(default=list, help_text=_("Any of: chat, knowledge:read, knowledge:write."))
+    scopes = models.JSONField(default=list, help_text=_("Any of: chat, knowledge:read, knowledge:write, export."))
     policy = models.ForeignKey(
         RateLimitPolicy,
         null=True,

@@ -100,3 +100,49 @@ def committed(django_capture_on_commit_callbacks):
     """Run a block's on-commit hooks (ingestion jobs) as its commit would: the test's own
     transaction never commits, so ``with committed(): document_upload(...)`` runs the job."""
     return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+# --- the REST API over a live server (API keys, sync, walkthrough, schemathesis) ------------
+
+LIVE_ALIAS = f"{SESSION_ALIAS}-live"
+
+
+@pytest.fixture(scope="session")
+def knowledge_live(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The production ASGI app in a subprocess on the test database, searching Elasticsearch
+    under this session's alias, with ingestion jobs run inline (a synced document is
+    searchable when its request returns; the job endpoint still reports it)."""
+    from tests.live import LiveServer
+
+    server = LiveServer(
+        env={
+            "KNOWLEDGE_JOBS_INLINE": "1",
+            "SEARCH_INDEX_ALIAS": LIVE_ALIAS,
+            "ES_NUMBER_OF_SHARDS": "1",
+            "ES_NUMBER_OF_REPLICAS": "0",
+            "MEDIA_ROOT": str(tmp_path_factory.mktemp("live-media")),
+            "CHAT_SETTINGS_TTL_S": "0",
+        }
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_index(settings):
+    """This process's search backend pointed at the live server's Elasticsearch index."""
+    settings.SEARCH_BACKENDS = backend_settings(LIVE_ALIAS)
+    settings.SEARCH_BACKEND = "elasticsearch"
+    reset_backends()
+    from knowledge.search import get_search_backend
+
+    yield get_search_backend()
+    reset_backends()
+
+
+def api_key(user, *scopes: str) -> str:
+    """A real API key for ``user`` with ``scopes`` (the full key, as create_api_key prints it)."""
+    from chat.gateway.services import apikey_create
+
+    return apikey_create(name=f"test-{'-'.join(scopes)}", user=user, scopes=list(scopes)).full_key

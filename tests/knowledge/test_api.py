@@ -102,7 +102,7 @@ def test_bad_input_gets_a_clear_4xx(staff, collection, settings, media_files, fi
 
 
 def test_upload_needs_write_access(alice, editor, collection, private_collection):
-    assert client_for().post(UPLOAD, {}).status_code == 403
+    assert client_for().post(UPLOAD, {}).status_code == 401  # no credentials: 401 with a Bearer challenge
     response = upload(client_for(editor), collection.slug, txt("a.txt", "빈집"))
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
     assert upload(client_for(editor), private_collection.slug, txt("a.txt", "빈집 안내")).status_code == 202
@@ -117,12 +117,20 @@ def test_callers_see_only_collections_they_may_read(staff, alice, collection, pr
         collection=private_collection, filename="s.txt", data="비공개 빈집 안내".encode()
     ).document
 
-    assert client_for().get(UPLOAD).status_code == 403  # the API needs credentials
+    assert client_for().get(UPLOAD).status_code == 401  # the API needs credentials
     listed = client_for(alice).get(UPLOAD).json()
     assert [d["id"] for d in listed["results"]] == [public_doc.pk]
     assert client_for(alice).get(f"{UPLOAD}{private_doc.pk}/").status_code == 404
     assert client_for(alice).get("/api/knowledge/collections/").json() == [
-        {"id": collection.pk, "name": collection.name, "slug": "test-policy", "description": "", "is_public": True}
+        {
+            "id": collection.pk,
+            "name": collection.name,
+            "slug": "test-policy",
+            "description": "",
+            "is_public": True,
+            "document_count": 1,
+            "indexed_count": 1,
+        }
     ]
     hits = client_for(alice).post(SEARCH, {"query": "빈집 안내", "top_k": 5}, format="json").json()["results"]
     assert {h["document_id"] for h in hits} == {public_doc.pk}
