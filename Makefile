@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: run test test-fast lint venv services-up services-down services-status lock bench
+.PHONY: run test test-fast lint venv services-up services-down services-status lock bench loadtest
 
 run:
 	@deploy/local/run.sh
@@ -21,6 +21,10 @@ lint: venv
 
 venv:
 	@deploy/local/bootstrap.sh --dev
+
+# The pre-release load test (Locust) at 1x and 2x the target rate; docs/operations.md, "Load test".
+loadtest:
+	@deploy/loadtest/run.sh
 
 services-up:
 	@deploy/local/up

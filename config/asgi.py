@@ -29,6 +29,7 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from monitoring import tracing  # noqa: E402
 from monitoring.logging import RequestIdASGIMiddleware  # noqa: E402
 
 
@@ -88,7 +89,10 @@ def _http_app():
 
 application = ProtocolTypeRouter(
     {
-        "http": _http_app(),
+        # With tracing on, one server span per request (monitoring.tracing); the app itself otherwise.
+        "http": tracing.wrap_asgi_http(_http_app()),
+        # Startup/shutdown events: the spans still queued are exported before the server exits.
+        "lifespan": tracing.lifespan,
         "websocket": RequestIdASGIMiddleware(
             # Channels' AuthMiddlewareStack, with the session middleware above.
             AllowedHostsOriginValidator(

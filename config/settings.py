@@ -421,3 +421,26 @@ except ValueError as exc:
 
 os.makedirs(DATA_DIR, exist_ok=True)
 os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing root
+
+# --- Tracing (OpenTelemetry) ----------------------------------------------------
+# Off unless an OTLP endpoint is set; then monitoring.tracing (started by the monitoring
+# app) installs the SDK, the exporter and the instrumentations. The standard OTEL_* names;
+# the SDK itself reads the others (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION,
+# OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*). docs/operations.md, "Tracing".
+OTEL_EXPORTER_OTLP_ENDPOINT = env_opt("OTEL_EXPORTER_OTLP_ENDPOINT")
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = env_opt("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+TRACING = {
+    "enabled": bool(OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+    and not env_bool("OTEL_SDK_DISABLED", False),
+    "service_name": env_str("OTEL_SERVICE_NAME", "vacant-house-chat"),
+    # http/protobuf (port 4318) or grpc (4317).
+    "protocol": env_str("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    # Parent-based ratio: a request that arrives with a sampled traceparent is traced whole;
+    # of the others, this share (what production can afford: docs/performance.md).
+    "sampler": env_str("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+    "ratio": env_float("OTEL_TRACES_SAMPLER_ARG", 0.1),
+    # Kept whatever the ratio (decided in process when the trace's root span ends): traces
+    # with an error, and answers/requests that took at least TRACING_KEEP_SLOW_S (0: off).
+    "keep_errors": env_bool("TRACING_KEEP_ERRORS", True),
+    "keep_slow_s": env_float("TRACING_KEEP_SLOW_S", 10.0),
+}

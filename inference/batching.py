@@ -20,6 +20,10 @@ fails every item of its batch with the same typed error. A caller that is
 cancelled leaves its items behind: they are skipped if not yet sent. The collector
 task exits when the queue is empty and is restarted by the next submit, so no task
 outlives the work.
+
+Tracing: each item remembers its caller's current span; a batch is one ``inference.batch``
+span linked to every caller it serves (and parented to one of them, so it also shows in
+that request's trace); the upstream call is its child (monitoring.tracing.start_batch_span).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from monitoring import metrics
+from monitoring import metrics, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class _Pending(Generic[I, O]):
     item: I
     future: asyncio.Future[O]
     enqueued_at: float = field(default=0.0)
+    caller: Any = None  # the caller's current span (tracing), for the batch's links
 
 
 class MicroBatcher(Generic[I, O]):
@@ -73,7 +78,8 @@ class MicroBatcher(Generic[I, O]):
             return []
         loop = asyncio.get_running_loop()
         now = loop.time()
-        entries = [_Pending(item, loop.create_future(), now) for item in items]
+        caller = tracing.current_span()
+        entries = [_Pending(item, loop.create_future(), now, caller) for item in items]
         self._pending.extend(entries)
         self._wakeup.set()
         if self._collector is None or self._collector.done():
@@ -140,20 +146,37 @@ class MicroBatcher(Generic[I, O]):
         metrics.EMBEDDING_BATCH_SIZE.observe(len(batch))
         for entry in batch:
             metrics.EMBEDDING_BATCH_WAIT.labels(self.name).observe(sent_at - entry.enqueued_at)
+        span = (
+            tracing.start_batch_span(
+                "inference.batch",
+                (e.caller for e in batch),
+                **{"batch.name": self.name, "batch.size": len(batch), "batch.wait_ms": _wait_ms(batch, sent_at)},
+            )
+            if tracing.enabled()
+            else None
+        )
         try:
-            results = await self._run_batch([e.item for e in batch])
+            with tracing.use_span(span):
+                results = await self._run_batch([e.item for e in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch of {len(batch)} got {len(results)} results")
         except BaseException as exc:
+            tracing.end_span(span, exc)
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        tracing.end_span(span)
         for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(result)
+
+
+def _wait_ms(batch: list[_Pending[Any, Any]], sent_at: float) -> float:
+    """How long the oldest item of the batch waited for it to form."""
+    return round((sent_at - min(e.enqueued_at for e in batch)) * 1000, 2)
 
 
 def chunked(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

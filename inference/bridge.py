@@ -14,6 +14,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from monitoring import tracing
+
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -52,7 +54,11 @@ def run_sync(fn: Callable[[], Awaitable[T]], *, timeout: float | None = None) ->
     if running is loop:
         raise RuntimeError("run_sync called from the bridge loop itself: await the coroutine instead")
 
+    # The caller's span follows the call onto the bridge loop (a task there would not inherit it).
+    caller = tracing.current_span()
+
     async def call() -> T:
-        return await fn()
+        with tracing.use_span(caller):
+            return await fn()
 
     return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout)

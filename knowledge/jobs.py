@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from knowledge.errors import InvalidUpload
 from knowledge.models import Document, Job
+from monitoring import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,16 @@ def _document(job: Job) -> Document:
 
 
 def run_job(job: Job) -> Job:
-    """Run a claimed job; record done / retry / failed on it. Never raises for a job failure."""
+    """Run a claimed job; record done / retry / failed on it. Never raises for a job failure.
+
+    Traced as ``knowledge.job``: a trace of its own in the worker, a child of the request
+    that queued it when it runs inline.
+    """
+    with tracing.span("knowledge.job", **{"job.id": job.pk, "job.kind": job.kind, "job.attempt": job.attempts}):
+        return _run_job(job)
+
+
+def _run_job(job: Job) -> Job:
 
     def progress(percent: int, message: str) -> None:
         Job.objects.filter(pk=job.pk).update(progress=max(0, min(100, percent)), message=message[:300])
@@ -159,6 +169,7 @@ def run_job(job: Job) -> Job:
             status=Job.Status.FAILED, error=f"{exc.code}: {exc}", message="failed", finished_at=now()
         )
     except Exception as exc:
+        tracing.record_error(exc)
         retry = job.attempts < job.max_attempts
         delay = settings.KNOWLEDGE_JOB_RETRY_DELAY * (2 ** (job.attempts - 1))
         logger.warning("job %s (%s) failed (attempt %s/%s): %s", job.pk, job.kind, job.attempts, job.max_attempts, exc)

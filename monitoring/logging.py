@@ -10,7 +10,9 @@ Pieces (wired in config/settings.py LOGGING / MIDDLEWARE, see docs/operations.md
   the header on the response and writes one access line per request.
 - ``RequestIdASGIMiddleware``: the same for websocket connections (Django
   middleware never sees them); it also tags HTTP scopes so both agree.
-- ``RequestIdFilter`` adds ``record.request_id``; ``RedactingFilter`` masks
+- ``RequestIdFilter`` adds ``record.request_id`` and, with tracing on, the trace and
+  span ids of the current span (``record.trace_id``, ``record.span_id``, ``record.trace``:
+  " trace=<id>" for the plain format; monitoring/tracing.py); ``RedactingFilter`` masks
   Authorization values, API keys, ``sk-...`` tokens, passwords and URL
   credentials in the message; ``JsonFormatter`` writes one JSON object per line.
 """
@@ -30,7 +32,12 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+# opentelemetry-api only (no Django): this module stays safe to import from settings.
+from monitoring import tracing
+
 REQUEST_ID_HEADER = "X-Request-ID"
+# The trace of the request (32 hex digits, what Jaeger searches for); only with tracing on.
+TRACE_ID_HEADER = "X-Trace-ID"
 _HEADER_BYTES = REQUEST_ID_HEADER.lower().encode()
 # Accept a caller's id only when it is short and plain: it lands in every log line.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
@@ -112,23 +119,31 @@ class RedactingFilter(logging.Filter):
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` ("-" outside a request) so every formatter can print it."""
+    """Adds ``request_id`` ("-" outside a request) and the current trace, so every formatter can print them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
             record.request_id = request_id_var.get() or "-"
+        if not hasattr(record, "trace_id"):
+            ids = tracing.current_ids()
+            record.trace_id, record.span_id = ids if ids is not None else (None, None)
+            record.trace = f" trace={ids[0]}" if ids is not None else ""
         return True
 
 
 # --- formatters ------------------------------------------------------------------
 # Attributes every LogRecord has; anything else was passed with extra={...}.
 _STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "request_id", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "request_id", "taskName", "trace_id", "span_id", "trace"}
 )
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, request_id, extras, exc."""
+    """One JSON object per line: ts, level, logger, message, request_id, trace_id, span_id, extras, exc.
+
+    ``trace_id``/``span_id`` are null outside a trace (and always with tracing off).
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -138,6 +153,11 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", None) or request_id_var.get() or "-",
         }
+        if hasattr(record, "trace_id"):
+            payload["trace_id"], payload["span_id"] = record.trace_id, getattr(record, "span_id", None)
+        else:  # formatted without RequestIdFilter
+            ids = tracing.current_ids()
+            payload["trace_id"], payload["span_id"] = ids if ids is not None else (None, None)
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 payload[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
@@ -150,14 +170,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
-    """Human-readable lines with the request id; exception text redacted too."""
+    """Human-readable lines with the request id (and the trace id in a trace); exception text redacted too."""
 
     def __init__(self, fmt: str | None = None, datefmt: str | None = None, style: str = "%", **kwargs: Any):
         super().__init__(
-            fmt or "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+            fmt or "%(asctime)s %(levelname)s %(name)s [%(request_id)s%(trace)s] %(message)s",
             datefmt,
             style,  # type: ignore[arg-type]
-            defaults={"request_id": "-"},
+            defaults={"request_id": "-", "trace": ""},
             **kwargs,
         )
 
@@ -190,7 +210,7 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             status = response.status_code
-            response[REQUEST_ID_HEADER] = rid
+            _id_headers(response, rid)
             return response
         finally:
             self._leave(request, status, started, token)
@@ -201,7 +221,7 @@ class RequestIdMiddleware:
         try:
             response = await self.get_response(request)
             status = response.status_code
-            response[REQUEST_ID_HEADER] = rid
+            _id_headers(response, rid)
             return response
         finally:
             self._leave(request, status, started, token)
@@ -228,6 +248,13 @@ class RequestIdMiddleware:
             extra={"method": request.method, "path": request.path, "status": status, "duration_ms": duration_ms},
         )
         request_id_var.reset(token)
+
+
+def _id_headers(response: Any, rid: str) -> None:
+    response[REQUEST_ID_HEADER] = rid
+    trace_id = tracing.current_trace_id()
+    if trace_id is not None:
+        response[TRACE_ID_HEADER] = trace_id
 
 
 # --- ASGI middleware (websockets) ---------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
+from monitoring import tracing
 from monitoring.metrics import HTTP_REQUESTS, REQUEST_DURATION
 
 # Probes and the scrape itself would drown the latency figures.
@@ -75,6 +76,9 @@ class RequestMetricsMiddleware:
         if endpoint in _SKIP:
             return response
         method = request.method or "GET"
+        match = getattr(request, "resolver_match", None)
+        # The request's trace span is named after the URL pattern (low cardinality), as its metrics are.
+        tracing.name_server_span(method, f"/{match.route}" if match is not None else endpoint)
 
         def done() -> None:
             _record(endpoint, method, response.status_code, started)

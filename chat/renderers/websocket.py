@@ -7,6 +7,7 @@ from typing import Any
 from chat.errors import PlatformError
 from chat.markdown import answer_html
 from chat.types import End, Start
+from monitoring import tracing
 
 
 def error_frame(err: PlatformError, **extra: Any) -> dict[str, Any]:
@@ -22,12 +23,17 @@ def failed_frame(err: PlatformError, *, message_id: int | None, partial: str) ->
 
 
 def start_frame(event: Start) -> dict[str, Any]:
-    return {
+    frame = {
         "type": "start",
         "conversation_id": event.conversation_id,
         "message_id": event.message_id,
         "cached": event.cached,
     }
+    # With tracing on, the answer's trace (each answer is one): what a user can quote in a report.
+    trace_id = tracing.current_trace_id()
+    if trace_id is not None:
+        frame["trace_id"] = trace_id
+    return frame
 
 
 def sources_frame(sources: list[dict[str, Any]]) -> dict[str, Any]:

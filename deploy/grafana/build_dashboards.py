@@ -47,6 +47,31 @@ def timeseries(title: str, targets: list[dict[str, Any]], unit: str = "short", *
     }
 
 
+def jaeger_links(min_duration: str) -> list[dict[str, Any]]:
+    """Panel links into Jaeger's search for the dashboard's time range (``${__from}`` is in ms, Jaeger wants µs).
+
+    ``$jaeger_ui`` is the address a browser reaches Jaeger's UI at (a dashboard variable:
+    compose publishes it on 127.0.0.1:16686, Kubernetes through a port-forward or an ingress).
+    """
+    search = "${jaeger_ui}/search?service=${trace_service}&lookback=custom&start=${__from}000&end=${__to}000&limit=50"
+    return [
+        {
+            "title": f"Traces slower than {min_duration} (Jaeger)",
+            "url": f"{search}&minDuration={min_duration}",
+            "targetBlank": True,
+        },
+        {
+            "title": "Traces with errors (Jaeger)",
+            "url": f"{search}&tags=%7B%22error%22%3A%22true%22%7D",
+            "targetBlank": True,
+        },
+    ]
+
+
+def with_links(panel: dict[str, Any], links: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**panel, "links": links}
+
+
 def stat(
     title: str,
     expr: str,
@@ -113,8 +138,35 @@ def layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# Dashboard variables of the Jaeger links (editable on the dashboard; the defaults fit compose).
+TRACE_VARIABLES = [
+    {
+        "type": "textbox",
+        "name": "jaeger_ui",
+        "label": "Jaeger UI",
+        "query": "http://127.0.0.1:16686",
+        "current": {"text": "http://127.0.0.1:16686", "value": "http://127.0.0.1:16686"},
+        "hide": 0,
+    },
+    {
+        "type": "textbox",
+        "name": "trace_service",
+        "label": "Traced service (OTEL_SERVICE_NAME)",
+        "query": "vacant-house-chat",
+        "current": {"text": "vacant-house-chat", "value": "vacant-house-chat"},
+        "hide": 0,
+    },
+]
+
+
 def dashboard(
-    uid: str, title: str, panels: list[dict[str, Any]], *, tags: list[str], time_from: str = "now-6h"
+    uid: str,
+    title: str,
+    panels: list[dict[str, Any]],
+    *,
+    tags: list[str],
+    time_from: str = "now-6h",
+    variables: list[dict[str, Any]] | None = None,
 ) -> dict:
     return {
         "uid": uid,
@@ -127,7 +179,7 @@ def dashboard(
         "graphTooltip": 1,
         "refresh": "30s",
         "time": {"from": time_from, "to": "now"},
-        "templating": {"list": []},
+        "templating": {"list": variables or []},
         "annotations": {"list": []},
         "links": [
             {"type": "dashboards", "tags": ["vacant-house-chat"], "title": "Platform dashboards", "asDropdown": True}
@@ -168,21 +220,28 @@ def overview() -> dict:
                 queries((f"sum by (status) (rate(http_requests_total[{RI}]))", "{{status}}")),
                 "reqps",
             ),
-            timeseries(
-                "Latency (to the last byte)",
-                queries(*quantiles("request_duration_seconds", "", "", (0.5, 0.95, 0.99))),
-                "s",
-                desc="Streamed chat answers are timed to their last token.",
+            with_links(
+                timeseries(
+                    "Latency (to the last byte)",
+                    queries(*quantiles("request_duration_seconds", "", "", (0.5, 0.95, 0.99))),
+                    "s",
+                    desc="Streamed chat answers are timed to their last token. The panel's links open "
+                    "Jaeger on this time range: which step of which request was slow (docs/operations.md, Tracing).",
+                ),
+                jaeger_links("3s"),
             ),
             timeseries(
                 "Requests/s by endpoint",
                 queries((f"sum by (endpoint) (rate(http_requests_total[{RI}]))", "{{endpoint}}")),
                 "reqps",
             ),
-            timeseries(
-                "p95 latency by endpoint",
-                queries(*quantiles("request_duration_seconds", "endpoint", "{{endpoint}}", (0.95,))),
-                "s",
+            with_links(
+                timeseries(
+                    "p95 latency by endpoint",
+                    queries(*quantiles("request_duration_seconds", "endpoint", "{{endpoint}}", (0.95,))),
+                    "s",
+                ),
+                jaeger_links("3s"),
             ),
             row("Chat"),
             timeseries(
@@ -217,6 +276,7 @@ def overview() -> dict:
         ],
         tags=["overview"],
         time_from="now-24h",
+        variables=TRACE_VARIABLES,
     )
 
 

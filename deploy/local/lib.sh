@@ -11,7 +11,7 @@ LOG_DIR="$LOCAL_DIR/logs"
 RUN_DIR="$LOCAL_DIR/run"
 ENV_FILE="$LOCAL_DIR/services.env"
 
-ALL_SERVICES=(postgres redis redis-cluster elasticsearch triton llm)
+ALL_SERVICES=(postgres redis redis-cluster elasticsearch triton llm jaeger)
 
 PG_VERSION=15
 PG_CLUSTER=main
@@ -26,6 +26,9 @@ TRITON_GRPC_PORT=8011
 TRITON_METRICS_PORT=8012
 LLM_PORT=8081
 LLM_THREADS="${VH_LLM_THREADS:-2}"
+# Jaeger's own launcher (deploy/local/jaeger) owns its ports (VH_JAEGER_*_PORT); these are its defaults.
+JAEGER_OTLP_HTTP_PORT="${VH_JAEGER_OTLP_HTTP_PORT:-4318}"
+JAEGER_UI_PORT="${VH_JAEGER_UI_PORT:-16686}"
 
 TRITON_VENV="$SERVICES_DIR/triton-venv"
 PROJECT_PY="$REPO/.venv/bin/python"
@@ -135,6 +138,7 @@ service_address() {
     elasticsearch) echo "http://127.0.0.1:$ES_PORT" ;;
     triton) echo "http://127.0.0.1:$TRITON_HTTP_PORT grpc 127.0.0.1:$TRITON_GRPC_PORT metrics http://127.0.0.1:$TRITON_METRICS_PORT/metrics" ;;
     llm) echo "http://127.0.0.1:$LLM_PORT/v1 (model smollm2)" ;;
+    jaeger) echo "OTLP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT query http://127.0.0.1:$JAEGER_UI_PORT/api/traces" ;;
     esac
 }
 
@@ -152,6 +156,9 @@ ready_redis-cluster() {
 ready_elasticsearch() { probe es "http://127.0.0.1:$ES_PORT" >/dev/null 2>&1; }
 ready_triton() { probe triton "http://127.0.0.1:$TRITON_HTTP_PORT" >/dev/null 2>&1; }
 ready_llm() { probe llm "http://127.0.0.1:$LLM_PORT" >/dev/null 2>&1; }
+ready_jaeger() { "$DEPLOY_DIR/jaeger" status >/dev/null 2>&1; }
+# Built (deploy/local/jaeger install; the first build takes ~8.5 minutes).
+jaeger_built() { [[ -x "$SERVICES_DIR/jaeger/bin/jaeger" && -f "$SERVICES_DIR/jaeger/bin/.vh-version" ]]; }
 is_ready() { "ready_$1"; }
 
 # Rewrite .local/services.env with the variables of the services that answer.
@@ -177,6 +184,12 @@ write_env_file() {
         if ready_llm; then
             echo "VLLM_URL=http://127.0.0.1:$LLM_PORT/v1"
             echo "VLLM_MODEL=smollm2"
+        fi
+        if ready_jaeger; then
+            # Not OTEL_EXPORTER_OTLP_ENDPOINT: that would turn tracing on for every test and run;
+            # the tracing tests and a traced `make run` set it from these.
+            echo "JAEGER_OTLP_URL=http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT"
+            echo "JAEGER_QUERY_URL=http://127.0.0.1:$JAEGER_UI_PORT"
         fi
     } >"$tmp"
     mv "$tmp" "$ENV_FILE"

@@ -37,6 +37,7 @@ from inference.errors import (
 )
 from inference.sse import SSEDecoder, SSEEvent
 from inference.types import Usage
+from monitoring import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class OpenAIClient:
         return await self._post_json(self._chat_url, {**body, "stream": False}, deadline=deadline)
 
     async def chat_stream(
-        self, body: dict[str, Any], *, deadline: float, coalesce: bool = False
+        self, body: dict[str, Any], *, deadline: float, coalesce: bool = False, span: Any = None
     ) -> AsyncIterator[ChatChunk]:
         """Stream a chat completion; one ChatChunk per SSE event that carries something.
 
@@ -158,6 +159,9 @@ class OpenAIClient:
         UpstreamServerError when the stream breaks; the caller turns those into
         StreamInterrupted once text was delivered. Closing the iterator closes the
         HTTP response, hence the upstream connection: the server stops generating.
+
+        ``span`` (the caller's generation span) is made current while the request is sent,
+        so the HTTP client's span is its child; never across a ``yield``.
         """
         http = self._http()
         loop = asyncio.get_running_loop()
@@ -168,9 +172,10 @@ class OpenAIClient:
         try:
             async with asyncio.timeout_at(first_text_deadline):
                 # orjson: the body is built per request (aiohttp's json= is the stdlib's json.dumps).
-                response = await http.post(
-                    self._chat_url, data=orjson.dumps(payload), headers=_JSON_CONTENT, allow_redirects=False
-                )
+                with tracing.use_span(span):
+                    response = await http.post(
+                        self._chat_url, data=orjson.dumps(payload), headers=_JSON_CONTENT, allow_redirects=False
+                    )
         # Before TimeoutError: aiohttp's connect timeout is a TimeoutError too.
         except aiohttp.ClientError as exc:
             raise _map_transport_error(exc, self.name) from exc

@@ -8,6 +8,9 @@ readiness, model metadata (dimension, max batch size) and batched inference.
 Model contract (see docs/inference.md): ``embedding`` takes ``TEXT`` (BYTES, the
 caller adds the e5 prefix) and returns ``EMBEDDING`` (FP32 [dim], L2-normalised);
 ``reranker`` takes ``QUERY`` and ``PASSAGE`` (BYTES) and returns ``SCORE`` (FP32 [1]).
+
+Tracing: every inference call is a ``triton.infer`` span (model, endpoint, protocol, rows);
+over HTTP the aiohttp client's span is its child.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from inference.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from monitoring import tracing
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,17 @@ class TritonClient:
         timeout = deadline - asyncio.get_running_loop().time()
         if timeout <= 0:
             raise UpstreamTimeout("no time left for the call", endpoint=self.name)
-        result = await self._call(self._client.infer(self.model, inputs, outputs=outputs), timeout)
+        rows = len(next(iter(columns.values()), ()))
+        with tracing.span(
+            "triton.infer",
+            **{
+                "triton.model": self.model,
+                "triton.rows": rows,
+                "inference.endpoint": self.name,
+                "rpc.system": "grpc" if self._grpc else "http",
+            },
+        ):
+            result = await self._call(self._client.infer(self.model, inputs, outputs=outputs), timeout)
         array = result.as_numpy(output)
         if array is None:
             raise UpstreamServerError(f"model {self.model} returned no {output}", endpoint=self.name)

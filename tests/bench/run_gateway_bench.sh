@@ -8,6 +8,9 @@
 #   ROUNDS=2 DURATION=8 CONCS=1,16,64 bash tests/bench/run_gateway_bench.sh   # short run
 #   SETUP_ONLY=1 bash tests/bench/run_gateway_bench.sh     # prepare DB/key/redis, print the env, stop
 #   BASELINE_DIR=/tmp/vh_base bash tests/bench/run_gateway_bench.sh   # + another checkout, A/B/C
+#   TRACING_AB=1 bash tests/bench/run_gateway_bench.sh     # this tree with tracing off / on at 10 %
+#                                                          # (/ on at 10 % keeping errors and slow traces),
+#                                                          # alternating; spans go to the local Jaeger
 #
 # Production settings: DEBUG=0, random SECRET_KEY, gunicorn + deploy/gunicorn.conf.py, one
 # uvicorn worker, auth on (an API key), rate limiter on (a bench policy without limits, so the
@@ -80,6 +83,67 @@ export GW_KEY
 if [[ ${SETUP_ONLY:-0} == 1 ]]; then
   echo "GW_KEY=$GW_KEY"; echo "REDIS_PID=$REDIS_PID (port $BENCH_REDIS_PORT)"
   trap - EXIT; exit 0
+fi
+
+if [[ -n ${TRACING_AB:-} ]]; then
+  # This tree three times (plus direct), alternating in one run: tracing off; on at 10 %
+  # head sampling only (TRACING_KEEP_ERRORS=0, TRACING_KEEP_SLOW_S=0: the 90 % not sampled
+  # are not recorded); on at 10 % with the keep rules (every request recorded, 10 % + failed
+  # + slow exported). Spans are exported over OTLP/HTTP to the local Jaeger (deploy/local/up jaeger).
+  HPY=${HPY:-$REPO/.bench/litellm/harness-venv/bin/python}
+  [[ -x $HPY ]] || { python3 -m venv "$(dirname "$(dirname "$HPY")")"; "$(dirname "$HPY")/pip" install -q 'uvicorn[standard]' aiohttp orjson; }
+  deploy/local/up jaeger
+  OUT=${OUT:-$REPO/.bench/gateway/results/$(date +%Y%m%d-%H%M%S)-tracing}
+  mkdir -p "$OUT"
+  PIDS=()
+  stop_all() {
+    set +e
+    for p in "${PIDS[@]}"; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+    cleanup
+  }
+  trap stop_all EXIT INT TERM
+  taskset -c "${UP_CPUS:-0}" "$HPY" "$SHARED/fake_upstream.py" --port "${UP_PORT:-9100}" --chunks "${CHUNKS:-20}" \
+    --delay-ms "${DELAY_MS:-0}" > "$OUT/upstream.log" 2>&1 &
+  UP_PID=$!; PIDS+=("$UP_PID")
+  OTEL="OTEL_EXPORTER_OTLP_ENDPOINT=${JAEGER_OTLP_URL:-http://127.0.0.1:4318} OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=${TRACE_RATIO:-0.1}"
+  declare -A VARIANT=(
+    [off]=""
+    [trace10]="$OTEL OTEL_SERVICE_NAME=vh-bench-trace10 TRACING_KEEP_ERRORS=0 TRACING_KEEP_SLOW_S=0"
+    [trace10keep]="$OTEL OTEL_SERVICE_NAME=vh-bench-trace10keep TRACING_KEEP_ERRORS=1 TRACING_KEEP_SLOW_S=10"
+  )
+  # VARIANTS: which, in which order; "baseline" (BASELINE_DIR: the code before tracing existed,
+  # e.g. `git archive HEAD`) makes "off costs nothing" a measurement: off vs baseline.
+  read -r -a NAMES <<<"${VARIANTS:-${BASELINE_DIR:+baseline }off trace10 trace10keep}"
+  TARGETS=(--target "name=direct,url=http://127.0.0.1:${UP_PORT:-9100}/v1,model=fake-model")
+  WATCH=(--watch "upstream=$UP_PID" --watch "redis=$REDIS_PID")
+  for i in "${!NAMES[@]}"; do
+    name=${NAMES[$i]}; port=$((GW_PORT + i))
+    if [[ $name == baseline ]]; then
+      (cd "$BASELINE_DIR" && GUNICORN_BIND=127.0.0.1:$port exec taskset -c "$GW_CPUS" \
+        "$REPO/.venv/bin/gunicorn" config.asgi:application -c deploy/gunicorn.conf.py) > "$OUT/$name.log" 2>&1 &
+    else
+      # shellcheck disable=SC2086
+      env ${VARIANT[$name]} GUNICORN_BIND=127.0.0.1:$port taskset -c "$GW_CPUS" \
+        "$REPO/.venv/bin/gunicorn" config.asgi:application -c deploy/gunicorn.conf.py > "$OUT/$name.log" 2>&1 &
+    fi
+    pid=$!; PIDS+=("$pid")
+    TARGETS+=(--target "name=$name,url=http://127.0.0.1:$port/v1,model=bench-model,key=$GW_KEY")
+    WATCH+=(--watch "$name=$pid")
+  done
+  for i in "${!NAMES[@]}"; do
+    for _ in $(seq 60); do
+      curl -sf "http://127.0.0.1:$((GW_PORT + i))/v1/chat/completions" -H "authorization: Bearer $GW_KEY" -H 'content-type: application/json' \
+        -d '{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}' | grep -q 'tok0 tok1' && break; sleep 1
+    done
+  done
+  sleep 3
+  "$HPY" "$SHARED/ab.py" --out "$OUT/ab" "${TARGETS[@]}" \
+    --concurrency "${CONCS:-1,16}" --modes "${MODES:-json,stream}" --rounds "${ROUNDS:-3}" \
+    --duration "${DURATION:-15}" --warmup "${WARMUP:-3}" --load-cpus "${LOAD_CPUS:-0}" \
+    "${WATCH[@]}" --upstream-stats "http://127.0.0.1:${UP_PORT:-9100}/stats" --python "$HPY" ${AB_EXTRA:-}
+  grep -h "tracing on" "$OUT"/trace10*.log || true
+  echo "results in $OUT"
+  exit 0
 fi
 
 if [[ -n ${BASELINE_DIR:-} ]]; then

@@ -118,3 +118,15 @@ def test_the_variables_compose_interpolates_are_in_env_example() -> None:
     example = (DEPLOY / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
     assert used - listed == set()
+
+
+def test_jaeger_receives_the_platforms_traces() -> None:
+    jaeger = SERVICES["jaeger"]
+    assert "./jaeger/config.yaml:/etc/jaeger/config.yaml:ro" in jaeger["volumes"]
+    assert jaeger["command"] == ["--config", "/etc/jaeger/config.yaml"]
+    assert {"4317", "4318"} <= set(jaeger["expose"])
+    assert "jaeger" in SERVICES["api"]["depends_on"]
+    # api and worker read OTEL_* from .env (x-app's env_file): the example turns tracing on, to this Jaeger.
+    example = (DEPLOY / ".env.example").read_text()
+    assert re.search(r"^OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318$", example, re.MULTILINE)
+    assert SERVICES["worker"]["env_file"] == SERVICES["api"]["env_file"] == [".env"]

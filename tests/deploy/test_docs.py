@@ -38,6 +38,8 @@ def test_the_required_sections_exist() -> None:
         "## Backup and restore",
         "## Rollback",
         "## Scaling",
+        "## Tracing",
+        "## Load test",
     ):
         assert heading in DOC, heading
     for must in ("pg_dump", "pg_restore", "point-in-time", "manage.py reindex", "_snapshot", "expand / contract"):

@@ -117,3 +117,16 @@ def test_config_and_secret_templates_feed_the_app() -> None:
     assert refs == {"vh-config", "vh-secrets"}
     secret = R[("Secret", "vh-secrets")]
     assert {"SECRET_KEY", "DATABASE_URL"} <= set(secret["stringData"])
+
+
+def test_jaeger_runs_the_shared_config_and_the_app_sends_it_traces() -> None:
+    config = R[("ConfigMap", "jaeger-config")]["data"]["config.yaml"]
+    assert config == (REPO / "deploy" / "jaeger" / "config.yaml").read_text()
+    jaeger = container("Deployment", "jaeger")
+    assert jaeger["args"] == ["--config", "/etc/jaeger/config.yaml"]
+    assert jaeger["readinessProbe"]["httpGet"]["port"] == "health"
+    ports = {p["port"] for p in R[("Service", "jaeger")]["spec"]["ports"]}
+    assert {4317, 4318, 16686} <= ports
+    app = R[("ConfigMap", "vh-config")]["data"]
+    assert app["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger.vacant-house-chat.svc.cluster.local:4318"
+    assert 0 < float(app["OTEL_TRACES_SAMPLER_ARG"]) <= 1

@@ -42,6 +42,7 @@ from chat.gateway.auth import confirm_not_revoked, revoked_set_key
 from chat.gateway.redis_async import REDIS_ERRORS, redis_call
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from config.redis import redis_enabled
+from monitoring import tracing
 from monitoring.metrics import (
     CACHE_LATENCY,
     CACHE_REQUESTS,
@@ -175,7 +176,23 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
     Raises AuthenticationRequired for anonymous subjects unless CHAT_ANONYMOUS_ENABLED,
     and ServiceUnavailable (503) when Redis is unreachable and RATELIMIT_FAIL_MODE=closed.
     A refused request gets ``allowed=False`` (the cached answer is not returned then).
+    Traced as ``chat.admission`` (the Redis round trip is its child).
     """
+    with tracing.span("chat.admission", **{"gateway.cache_lookup": cache_key is not None}) as span:
+        admission = await _admit(subject, cache_key=cache_key)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "gateway.allowed": admission.allowed,
+                    "gateway.cache_hit": admission.cached is not None,
+                    "gateway.scope": admission.scope or "",
+                    "gateway.reason": admission.reason or "",
+                }
+            )
+        return admission
+
+
+async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
     if _is_anonymous(subject) and not settings.CHAT_ANONYMOUS_ENABLED:
         raise AuthenticationRequired("Log in to chat: anonymous chat is disabled on this site.")
     checks = limiter.checks_for(subject, await limiter.policies()) if settings.RATELIMIT_ENABLED else []
@@ -268,6 +285,7 @@ async def _undo(checks: list[limiter.Check], member: str) -> None:
 # --- settle ---------------------------------------------------------------------------------------
 
 
+@tracing.span("chat.settle")
 async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, completion_tokens: int) -> None:
     """After the answer: charge token limits from actual usage, release the concurrency slot.
 
