@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: run test test-fast lint venv services-up services-down services-status lock bench
+.PHONY: run test test-fast lint venv services-up services-down services-status lock bench evaluate
 
 run:
 	@deploy/local/run.sh
@@ -21,6 +21,10 @@ lint: venv
 
 venv:
 	@deploy/local/bootstrap.sh --dev
+
+# Retrieval and answer evaluation on the project's Korean dataset (docs/answer-quality.md).
+evaluate:
+	@RECORD="$(RECORD)" ANSWERS="$(ANSWERS)" STAGES="$(STAGES)" BACKENDS="$(BACKENDS)" deploy/local/evaluate.sh
 
 services-up:
 	@deploy/local/up

@@ -136,7 +136,7 @@ class RoutePlan:
 
     def failed(self, rt: EndpointRuntime, exc: InferenceError) -> None:
         """Record a failed attempt on ``rt``'s breaker and remember the error."""
-        status = getattr(exc, "status", None)
+        status = getattr(exc, "upstream_status", None)
         if not exc.retryable:
             # The endpoint answered (e.g. 400): it is alive; the request is at fault.
             rt.breaker.record_success()

@@ -29,6 +29,8 @@ trap stop_services EXIT
 if ! deploy/local/status --quiet; then
   started_here=1
 fi
+echo "test: tools the tests drive (Chromium for the browser tests, nginx for the shipped config's)"
+deploy/local/install chromium nginx
 echo "test: starting services (deploy/local/up)"
 deploy/local/up
 
