@@ -7,9 +7,7 @@ state (what was stored, the channel, the options) and record on its ``Outcome``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import aclosing
 from typing import Any
 
 import numpy as np
@@ -45,37 +43,26 @@ class AnswerMaking:
     def _ms(self, at: float | None = None) -> int:
         raise NotImplementedError
 
-    async def _model_answer(
-        self, prompt: Prompt, params: GenerationParams, parts: list[str], outcome: Outcome
-    ) -> AsyncIterator[TokenDelta]:
-        """The model's answer (streamed, or whole), recorded on ``outcome`` as it comes."""
-        end: StreamEnd | None = None
-        ttft: float | None = None
+    def _upstream(
+        self, prompt: Prompt, params: GenerationParams, parts: list[str]
+    ) -> AsyncIterator[TokenDelta | StreamEnd]:
+        """The model's answer: the streaming generator of the inference layer (or a whole answer as one)."""
         affinity = str(self.stored.conversation_id) if self.stored else None
         if self.stored:
             # The text so far is saved every CHAT_CHECKPOINT_S, with the other streaming answers'.
             checkpoints.track(self.stored.message_id, parts)
-        # aclosing: however this loop ends, the upstream stream is closed (its HTTP request cancelled).
-        upstream = (
-            inference.generate_stream(
-                prompt.messages,
-                params=params,
-                affinity_key=affinity,
-                # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
-                coalesce=self.channel != Conversation.Channel.OPENAI,
-            )
-            if self.options.stream
-            else _whole_answer(prompt.messages, params=params, affinity_key=affinity)
+        if not self.options.stream:
+            return _whole_answer(prompt.messages, params=params, affinity_key=affinity)
+        return inference.generate_stream(
+            prompt.messages,
+            params=params,
+            affinity_key=affinity,
+            # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
+            coalesce=self.channel != Conversation.Channel.OPENAI,
         )
-        async with aclosing(upstream) as stream:
-            async for event in stream:
-                if type(event) is TokenDelta:
-                    if ttft is None:
-                        ttft = time.perf_counter()
-                    parts.append(event.text)
-                    yield event
-                elif isinstance(event, StreamEnd):
-                    end = event
+
+    def _record_end(self, outcome: Outcome, end: StreamEnd | None, ttft: float | None) -> None:
+        """What the model's last event says: finish reason, model, endpoint, usage, time to first token."""
         outcome.status = Message.Status.COMPLETE
         outcome.finish_reason = end.finish_reason if end else None
         outcome.model = end.model if end else ""

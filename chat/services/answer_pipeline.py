@@ -41,7 +41,7 @@ from chat.services.answer_plan import Plan, cache_key, generation_params, prepar
 from chat.services.answer_store import Outcome, Stored, store_finish, store_start
 from chat.types import ChatEvent, ChatOptions, End, Error, Owner, Sources, Start, Token
 from inference.errors import InferenceError, StreamInterrupted
-from inference.types import GenerationParams
+from inference.types import GenerationParams, StreamEnd, TokenDelta
 from monitoring.metrics import CHAT_ERRORS, CHAT_RESPONSES, CURATED_REPLIES
 
 log = logging.getLogger(__name__)
@@ -243,10 +243,22 @@ class _Run(AnswerMaking):
                 fixed = self._fixed_reply(plan, mode, sources)
                 if fixed is None:
                     try:
-                        async for event in self._model_answer(prompt, params, parts, outcome):
-                            # A streamed delta is about one token; a whole answer is estimated.
-                            deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
-                            yield Token(event.text)
+                        end: StreamEnd | None = None
+                        ttft: float | None = None
+                        # The upstream generator itself, looped here: no generator layer per token
+                        # (docs/performance.md). aclosing: however the loop ends, its request is closed.
+                        async with aclosing(self._upstream(prompt, params, parts)) as stream:
+                            async for event in stream:
+                                if type(event) is TokenDelta:
+                                    if ttft is None:
+                                        ttft = time.perf_counter()
+                                    parts.append(event.text)
+                                    # A streamed delta is about one token; a whole answer is estimated.
+                                    deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
+                                    yield Token(event.text)
+                                elif isinstance(event, StreamEnd):
+                                    end = event
+                        self._record_end(outcome, end, ttft)
                     except InferenceError:
                         if parts or mode != AnswerMode.GENERATIVE_FALLBACK or not plan.with_sources:
                             raise
@@ -310,7 +322,9 @@ class _Run(AnswerMaking):
                     items.append({"id": self.stored.user_message_id, "role": "user", "content": question})
                 items.append({"id": self.stored.message_id, "role": "assistant", "content": outcome.content})
                 await chat_history.append_history(self.stored.conversation_id, items, new=self.stored.new_conversation)
-        if outcome.status == Message.Status.COMPLETE and self.cache_key and not outcome.cached and outcome.content:
+        # A curated reply is not cached: it is as cheap as a cache hit, and an operator's edit applies at once.
+        reusable = outcome.status == Message.Status.COMPLETE and not outcome.cached and outcome.model != CURATED
+        if reusable and self.cache_key and outcome.content:
             await _quietly(
                 gateway.cache_put(
                     self.cache_key,

@@ -58,6 +58,8 @@ def test_a_curated_reply_is_given_verbatim_and_cited_without_the_model(chat_sett
     )
     assert reply_row.embedding
     answer = ask(client, "빈집 철거 보조금은 얼마까지 받을 수 있나요?", "generative")
+    again = ask(client, "빈집 철거 보조금은 얼마까지 받을 수 있나요?", "generative")  # never from the response cache
+    assert again.choices[0].message.content == answer.choices[0].message.content
     assert answer.choices[0].message.content == "빈집 한 동당 최대 1,500만 원입니다. [1]"
     assert answer.model_extra["sources"] == [
         {

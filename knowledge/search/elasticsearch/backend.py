@@ -503,11 +503,25 @@ class SearchBackend(BaseSearchBackend):
     # --- the analysis an index was built with ------------------------------------------
 
     def index_analyzer(self, index: str) -> str:
-        """The analyzer recorded in an index's ``_meta`` (alias or concrete name), cached per name."""
+        """The analyzer recorded in an index's ``_meta`` (alias or concrete name), cached per name.
+
+        Also the write path's upgrade of an index made by an older version: a missing
+        ``names`` field is added to the mapping (a new keyword field is an online change), so
+        writes carry it; chunks written before only match by name after ``manage.py reindex``.
+        """
         cached = self._analyzers.get(index)
         if cached is MISSING:
             with _translate_errors("index mapping"):
                 body = self.client.indices.get_mapping(index=index).body
+                for concrete, mapping in body.items():
+                    if NAMES_FIELD not in mapping["mappings"].get("properties", {}):
+                        self.client.indices.put_mapping(index=concrete, properties={NAMES_FIELD: {"type": "keyword"}})
+                        logger.warning(
+                            "index %s had no %s field (made by an older version): added; run `manage.py reindex` "
+                            "so its existing chunks match cross-script names too",
+                            concrete,
+                            NAMES_FIELD,
+                        )
             cached = self._analyzers.set(index, _recorded_analyzer(body))
         return cached
 
