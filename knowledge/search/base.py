@@ -139,7 +139,13 @@ class BaseSearchBackend:
     # --- reads --------------------------------------------------------------------
 
     async def search(self, query: SearchQuery) -> SearchResult:
+        """Both rankings; a hit's ``text`` may be empty (engines that keep it out of the ranking's
+        answer): ``with_texts`` fills in the hits that are kept."""
         raise NotImplementedError
+
+    async def with_texts(self, chunks: list[ChunkRef]) -> list[ChunkRef]:
+        """``chunks`` with their text (the same order); engines whose hits carry it return them as they are."""
+        return chunks
 
     def search_sync(self, query: SearchQuery) -> SearchResult:
         raise NotImplementedError

@@ -16,10 +16,11 @@ import threading
 from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from asgiref.sync import sync_to_async
+from cachetools import LRUCache
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 
@@ -55,6 +56,10 @@ class _Snapshot:
     avg_len: float
     name_rows: dict[str, np.ndarray]  # cross-script name term -> rows (knowledge.text.name_terms)
     romanized: list[str]  # the sorted r: terms, for prefix lookups
+    # Question word (its own-script family) -> is it a name here; a snapshot never changes, so
+    # the verdict holds for its life (questions repeat the same common words). Bounded: strangers
+    # may ask anything.
+    name_verdicts: LRUCache[str, bool] = field(default_factory=lambda: LRUCache(maxsize=20_000))
 
     @classmethod
     def build(cls, generation: int, rows: list[tuple], dim: int) -> _Snapshot:
@@ -129,8 +134,11 @@ class _Snapshot:
         n = len(self.chunks)
         scores = np.zeros(n, dtype=np.float32)
         for lookup in name_lookups(text):
-            own = self._romanized_with(lookup.own) if lookup.own_is_prefix else [lookup.own]
-            if not is_name(self._rows_with(own), n):
+            verdict = self.name_verdicts.get(lookup.own)
+            if verdict is None:
+                own = self._romanized_with(lookup.own) if lookup.own_is_prefix else [lookup.own]
+                verdict = self.name_verdicts[lookup.own] = is_name(self._rows_with(own), n)
+            if not verdict:
                 continue  # a common word of its own script, not a name
             matched = (
                 self._romanized_with(lookup.prefix)

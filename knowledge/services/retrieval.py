@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -94,10 +95,15 @@ async def retrieve(
         semantic_weight=settings.KNOWLEDGE_RRF_SEMANTIC_WEIGHT,
         names_weight=settings.KNOWLEDGE_RRF_NAMES_WEIGHT,
     )
-    ranked: list[tuple[FusedHit, float, float | None]] = [(hit, hit.score, None) for hit in fused]
-    use_rerank = settings.KNOWLEDGE_RERANK_DEFAULT if rerank is None else rerank
-    if use_rerank and ranked and inference.reranker_available():
-        pool = ranked[: max(top_k, settings.KNOWLEDGE_RERANK_CANDIDATES)]
+    use_rerank = (settings.KNOWLEDGE_RERANK_DEFAULT if rerank is None else rerank) and inference.reranker_available()
+    # Only the hits that can be kept (or reranked) need their text: some engines leave it out.
+    kept = fused[: max(top_k, settings.KNOWLEDGE_RERANK_CANDIDATES) if use_rerank else top_k]
+    chunks = await backend.with_texts([hit.chunk for hit in kept])
+    ranked: list[tuple[FusedHit, float, float | None]] = [
+        (replace(hit, chunk=chunk), hit.score, None) for hit, chunk in zip(kept, chunks, strict=True)
+    ]
+    if use_rerank and ranked:
+        pool = ranked
         t1 = time.perf_counter()
         try:
             scores = await inference.rerank(query, [hit.chunk.text for hit, _, _ in pool])

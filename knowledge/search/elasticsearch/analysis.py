@@ -32,8 +32,10 @@ BIGRAM = "char-bigram"
 TERMS_FIELD = "terms"
 # Cross-script name terms (knowledge.text.name_terms): keywords, so prefix queries and counts work.
 NAMES_FIELD = "names"
-# Never returned by searches: the vector is big, and the bigram terms are only for matching.
-SOURCE_EXCLUDES = ["embedding", TERMS_FIELD, NAMES_FIELD]
+# Never returned by searches: the vector is big, the bigram and name terms are only for matching,
+# and the text of ~100 candidates (~150 KB a search) is fetched only for the few that are kept
+# (``SearchBackend.with_texts``).
+SOURCE_EXCLUDES = ["embedding", TERMS_FIELD, NAMES_FIELD, "content"]
 
 
 def has_nori(client: Elasticsearch) -> bool:

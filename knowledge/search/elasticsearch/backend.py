@@ -24,6 +24,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -441,6 +442,22 @@ class SearchBackend(BaseSearchBackend):
         semantic = self._hits(next(found)) if query.vector is not None else []
         by_name = self._hits(next(found)) if query.lexical and names else []
         return SearchResult(lexical, semantic, by_name)
+
+    async def with_texts(self, chunks: list[ChunkRef]) -> list[ChunkRef]:
+        """The kept hits' text, in one search by chunk id (the rankings left it out)."""
+        missing = [c.chunk_id for c in chunks if not c.text]
+        if not missing:
+            return chunks
+        with _translate_errors("chunk texts"):
+            body = await self.async_client().search(
+                index=self.alias,
+                query={"terms": {"chunk_id": missing}},
+                source=["chunk_id", "content"],
+                size=len(missing),
+                timeout=f"{int(self.timeout * 1000)}ms",
+            )
+        texts = {int(h["_source"]["chunk_id"]): h["_source"].get("content", "") for h in body["hits"]["hits"]}
+        return [replace(c, text=texts.get(c.chunk_id, c.text)) if not c.text else c for c in chunks]
 
     async def search(self, query: SearchQuery) -> SearchResult:
         if query.filters.collection_ids is not None and not query.filters.collection_ids:
