@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: run test test-fast lint venv services-up services-down services-status lock bench loadtest
+.PHONY: run test test-fast lint venv services-up services-down services-status lock bench loadtest evaluate
 
 run:
 	@deploy/local/run.sh
@@ -25,6 +25,10 @@ venv:
 # The pre-release load test (Locust) at 1x and 2x the target rate; docs/operations.md, "Load test".
 loadtest:
 	@deploy/loadtest/run.sh
+
+# Retrieval and answer evaluation on the project's Korean dataset (docs/answer-quality.md).
+evaluate:
+	@RECORD="$(RECORD)" ANSWERS="$(ANSWERS)" STAGES="$(STAGES)" BACKENDS="$(BACKENDS)" deploy/local/evaluate.sh
 
 services-up:
 	@deploy/local/up

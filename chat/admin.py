@@ -11,7 +11,8 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from chat.markdown import render_markdown
-from chat.models import ChatSettings, Conversation, Feedback, Message
+from chat.models import ChatSettings, Conversation, CuratedReply, Feedback, Message
+from chat.services.curated_replies import curated_reply_save
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -187,8 +188,12 @@ class ChatSettingsAdmin(admin.ModelAdmin):
     """One row: the changelist opens it directly."""
 
     fieldsets = [
-        (None, {"fields": ["system_prompt"]}),
+        (None, {"fields": ["system_prompt", "answer_mode"]}),
         (_("Retrieval"), {"fields": ["retrieval_enabled", "top_k", "rerank_enabled"]}),
+        (
+            _("When the documents do not answer"),
+            {"fields": ["not_found_message", "relevance_floor", "curated_threshold"]},
+        ),
         (_("Generation"), {"fields": ["temperature", "max_tokens", "context_window", "history_token_budget"]}),
     ]
 
@@ -201,3 +206,18 @@ class ChatSettingsAdmin(admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context=None):
         row, _created = ChatSettings.objects.get_or_create(pk=1)
         return HttpResponseRedirect(reverse("admin:chat_chatsettings_change", args=[row.pk]))
+
+
+@admin.register(CuratedReply)
+class CuratedReplyAdmin(admin.ModelAdmin):
+    """Operators' verbatim answers to frequent questions (matched by meaning, given without the model)."""
+
+    list_display = ["question", "source", "enabled", "updated_at"]
+    list_filter = ["enabled"]
+    search_fields = ["question", "answer"]
+    autocomplete_fields = ["source"]
+    fields = ["question", "answer", "source", "enabled"]
+
+    def save_model(self, request: HttpRequest, obj: CuratedReply, form, change) -> None:
+        # The question's vector is computed here: the reply is matched by it.
+        curated_reply_save(reply=obj)

@@ -156,6 +156,11 @@ class MessageCreateSerializer(serializers.Serializer):
     )
     retrieval = serializers.BooleanField(required=False, help_text="Search the knowledge base (default: settings).")
     collection = serializers.CharField(required=False, help_text="Limit retrieval to one collection (id or slug).")
+    answer_mode = serializers.ChoiceField(
+        choices=["generative", "extractive", "generative_fallback"],
+        required=False,
+        help_text="How the answer is made (default: the admin's chat settings).",
+    )
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
     max_tokens = serializers.IntegerField(required=False, min_value=1)
 
@@ -296,6 +301,7 @@ class MessageListView(ChatAPIView):
             params=validated.params,
             model=validated.model,
             principal=request.auth if isinstance(request.auth, Principal) else request.user,
+            answer_mode=validated.answer_mode,
         )
         events = services.reply(
             subject=subject_of(request),

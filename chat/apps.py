@@ -6,10 +6,13 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_save
+        from django.db.models.signals import post_delete, post_save
 
         from chat import config
-        from chat.models import ChatSettings
+        from chat.answering import curated
+        from chat.models import ChatSettings, CuratedReply
 
-        # The cached snapshot follows an edit at once in this process (others within CHAT_SETTINGS_TTL_S).
+        # The cached snapshots follow an edit at once in this process (others within CHAT_SETTINGS_TTL_S).
         post_save.connect(config.invalidate, sender=ChatSettings, dispatch_uid="chat-settings-invalidate")
+        post_save.connect(curated.invalidate, sender=CuratedReply, dispatch_uid="curated-replies-saved")
+        post_delete.connect(curated.invalidate, sender=CuratedReply, dispatch_uid="curated-replies-deleted")

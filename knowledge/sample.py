@@ -1,4 +1,8 @@
-"""The sample knowledge of the one-command run (knowledge/fixtures/sample, described by manifest.json)."""
+"""Corpora described by a ``manifest.json`` (a collection and its documents), loaded through ingestion.
+
+The sample knowledge of the one-command run is ``knowledge/fixtures/sample``; the evaluation's
+second corpus (``knowledge/evaluation/dataset/corpus``) has the same shape.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +27,17 @@ class SampleReport:
 
 
 def load_sample_knowledge(*, run_jobs: bool = False) -> SampleReport:
-    """Create the public sample collection and upload its documents; a second run adds nothing.
+    """Create the public sample collection and upload its documents; a second run adds nothing."""
+    return load_manifest_dir(SAMPLE_DIR, run_jobs=run_jobs)
+
+
+def load_manifest_dir(directory: Path, *, run_jobs: bool = False) -> SampleReport:
+    """Create the manifest's collection and upload its documents; a second run adds nothing.
 
     ``run_jobs`` runs the ingestion jobs in this process (otherwise the worker, or
     KNOWLEDGE_JOBS_INLINE, does). Documents that failed before are queued again.
     """
-    manifest = json.loads((SAMPLE_DIR / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     spec = manifest["collection"]
     collection, _ = Collection.objects.get_or_create(
         slug=spec["slug"],
@@ -36,7 +45,7 @@ def load_sample_knowledge(*, run_jobs: bool = False) -> SampleReport:
     )
     report = SampleReport(collection)
     for item in manifest["documents"]:
-        path = SAMPLE_DIR / item["file"]
+        path = directory / item["file"]
         result = document_upload(
             collection=collection,
             filename=path.name,

@@ -214,3 +214,107 @@ def chunk_text(
     if current:
         emit()
     return chunks
+
+
+# Latin words and digit runs stay whole; Hangul / CJK runs become character bigrams.
+_TERMS = re.compile(r"[0-9a-z]+|[\uac00-\ud7a3\u3131-\u318e]+|[\u3040-\u30ff\u4e00-\u9fff]+|[^\W\d_]+")
+_CJK = re.compile(r"[\uac00-\ud7a3\u3131-\u318e\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def lexical_terms(text: str) -> list[str]:
+    """The terms lexical search matches on, without a morphological analyser.
+
+    Latin words and numbers whole (lower-cased, NFKC), Hangul and other CJK runs as
+    overlapping character bigrams, so particles do not split a word from itself:
+    "철거를", "철거는" and "철거" all contain the bigram 철거. The local backend scores
+    these with BM25; Elasticsearch without the nori plugin indexes them the same way.
+    """
+    terms: list[str] = []
+    for run in _TERMS.findall(unicodedata.normalize("NFKC", text).lower()):
+        if _CJK.match(run):
+            terms.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
+        else:
+            terms.append(run)
+    return terms
+
+
+# --- cross-script names: Korean place and programme names written in Latin letters --------------
+
+# Revised Romanization, syllable by syllable (no sound-change rules: 달빛 -> dalbit, 해담 -> haedam).
+_INITIALS = ("g", "kk", "n", "d", "tt", "r", "m", "b", "pp", "s", "ss", "", "j", "jj", "ch", "k", "t", "p", "h")
+_MEDIALS = ("a", "ae", "ya", "yae", "eo", "e", "yeo", "ye", "o", "wa", "wae", "oe", "yo", "u", "wo", "we", "wi", "yu",
+            "eu", "ui", "i")  # fmt: skip
+_FINALS = ("", "k", "k", "k", "n", "n", "n", "t", "l", "k", "m", "l", "l", "l", "p", "l", "m", "p", "p", "t", "t", "ng",
+           "t", "t", "k", "t", "p", "t")  # fmt: skip
+_WORDS = re.compile(r"[a-z]+|[\uac00-\ud7a3]+")
+# Shorter overlaps are chance ("bin" of 빈집 in "cabinet"); names are longer.
+NAME_MIN_CHARS = 4
+ROMANIZED, LATIN = "r:", "l:"
+
+
+def romanize(hangul: str) -> str:
+    """Hangul syllables in Revised Romanization letters; anything else is kept as it is."""
+    out = []
+    for ch in hangul:
+        code = ord(ch) - 0xAC00
+        if 0 <= code < 11172:
+            out.append(_INITIALS[code // 588] + _MEDIALS[(code % 588) // 28] + _FINALS[code % 28])
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def name_terms(text: str) -> list[str]:
+    """What a passage offers cross-script name matching: ``r:<romanized Hangul word>``, ``l:<Latin word>``.
+
+    An English question names 해담시 as "Haedam City", a Korean one names Dalbit County
+    "달빛군"; neither the bigrams nor a small multilingual embedding model connects them.
+    ``name_lookups`` turns a question's words into what they match here.
+    """
+    terms = []
+    for word in _WORDS.findall(unicodedata.normalize("NFKC", text).lower()):
+        if "\uac00" <= word[0] <= "\ud7a3":
+            terms.append(ROMANIZED + romanize(word))
+        elif len(word) >= NAME_MIN_CHARS:
+            terms.append(LATIN + word)
+    return terms
+
+
+@dataclass(frozen=True, slots=True)
+class NameLookup:
+    """One question word's cross-script lookup.
+
+    ``own``: the word's family in its own script ("r:dalbitgun" and its particle forms for 달빛군,
+    "l:does" for does); the word counts as a name only when that family is (almost) absent from
+    the index (``is_name``). A Latin word then matches the romanized Hangul words that begin
+    with ``prefix`` ("r:haedam" finds 해담시); a Hangul word matches any of ``terms``, the Latin
+    words that begin its romanization ("l:dalbit" for 달빛군은).
+    """
+
+    own: str
+    own_is_prefix: bool
+    prefix: str | None = None
+    terms: tuple[str, ...] = ()
+
+
+def name_lookups(text: str) -> list[NameLookup]:
+    lookups = []
+    for word in dict.fromkeys(_WORDS.findall(unicodedata.normalize("NFKC", text).lower())):
+        if "\uac00" <= word[0] <= "\ud7a3":
+            roman = romanize(word)
+            if len(roman) >= NAME_MIN_CHARS:
+                terms = tuple(LATIN + roman[:n] for n in range(NAME_MIN_CHARS, len(roman) + 1))
+                lookups.append(NameLookup(own=ROMANIZED + roman, own_is_prefix=True, terms=terms))
+        elif len(word) >= NAME_MIN_CHARS:
+            lookups.append(NameLookup(own=LATIN + word, own_is_prefix=False, prefix=ROMANIZED + word))
+    return lookups
+
+
+def is_name(same_script_chunks: int, total_chunks: int) -> bool:
+    """Whether a cross-script match is a name: the word is (almost) absent in its own script.
+
+    빈집 is romanized "binjip" in an English overview, but 빈집 is in most Korean chunks: a
+    common word, not a name; "does" begins the romanization of 도에서. A place name of one
+    script (Dalbit County, 해담시) is written in the other only where the two meet.
+    """
+    return same_script_chunks <= max(1, total_chunks // 200)

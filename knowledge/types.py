@@ -46,3 +46,7 @@ class RetrievedChunk:
     # 1-based rank in each list before fusion (None: not in that list); for debugging and evaluation.
     lexical_rank: int | None = None
     semantic_rank: int | None = None
+    # The query-passage similarity of the dense ranking (cosine scaled to 0..1; None: not in it),
+    # and the reranker's score when a reranker ordered the results: relevance signals.
+    semantic_score: float | None = None
+    rerank_score: float | None = None

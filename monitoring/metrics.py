@@ -202,3 +202,11 @@ LOCAL_CACHE_STALE_SERVED = Counter(
     "(the database was unreachable), by cache.",
     ["cache"],
 )
+CURATED_REPLIES = Counter(
+    "chat_curated_replies_total", "Questions answered with an operator's curated reply (no model call)."
+)
+NON_MODEL_ANSWERS = Counter(
+    "chat_non_model_answers_total",
+    "Answers made without the model, by kind (curated, extractive, not-found).",
+    ["kind"],
+)

@@ -50,8 +50,10 @@ OPENAI_PARAMS = frozenset(
         "frequency_penalty",
         "retrieval",
         "collection",
+        "answer_mode",
     }
 )
+ANSWER_MODES = ("generative", "extractive", "generative_fallback")
 # The platform's REST/websocket chat payload: one `message` (or a `messages` list) plus the
 # conversation it continues; the same generation parameters.
 PLATFORM_PARAMS = (OPENAI_PARAMS - {"n", "user", "stream_options"}) | {"message", "conversation_id"}
@@ -82,6 +84,7 @@ class ValidatedChatRequest:
     include_usage: bool = False  # stream_options.include_usage (OpenAI endpoint)
     user: str | None = None  # OpenAI's end-user tag (informational only)
     conversation_id: int | str | None = None  # platform payload only
+    answer_mode: str | None = None  # generative | extractive | generative_fallback (None: the settings)
     extra: dict[str, Any] = field(default_factory=dict)  # fields the caller allowed via extra_fields
 
     @property
@@ -178,6 +181,10 @@ def validate_chat_request(payload: Any, *, openai: bool, extra_fields: Iterable[
             errors.bound("n", "Only n=1 is supported.")
     retrieval = _bool(payload, "retrieval", True, errors)
     collection = _collection(payload, errors)
+    answer_mode = payload.get("answer_mode")
+    if answer_mode is not None and answer_mode not in ANSWER_MODES:
+        errors.bad("answer_mode", f"Must be one of {', '.join(ANSWER_MODES)}.")
+        answer_mode = None
     model = _short_str(payload, "model", MAX_MODEL_CHARS, errors)
     if openai and "model" in payload and not model:
         errors.bad("model", "Must be a non-empty string.")
@@ -198,6 +205,7 @@ def validate_chat_request(payload: Any, *, openai: bool, extra_fields: Iterable[
         include_usage=include_usage,
         user=user,
         conversation_id=conversation_id,
+        answer_mode=answer_mode,
         extra={k: payload[k] for k in extra_fields if k in payload},
     )
 

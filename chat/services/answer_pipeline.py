@@ -28,27 +28,24 @@ from typing import Any
 
 from chat import checkpoints
 from chat import history as chat_history
+from chat.answering.curated import best_match
+from chat.answering.extractive import extractive_answer
 from chat.asyncdb import db
-from chat.config import AnswerConfig
 from chat.errors import ContextLengthExceeded, InternalError, PlatformError
 from chat.gateway import services as gateway
 from chat.gateway.types import Admission, CachedAnswer, Subject
-from chat.models import Conversation, Message
-from chat.prompt import Prompt, PromptTooLong, Source, build_prompt, estimate_tokens, map_citations, number_sources
+from chat.models import AnswerMode, Conversation, Message
+from chat.prompt import Prompt, PromptTooLong, Source, build_prompt, estimate_tokens, map_citations
+from chat.services.answer_making import CURATED, EXTRACTIVE, NOT_FOUND, AnswerMaking, pieces
 from chat.services.answer_plan import Plan, cache_key, generation_params, prepare_complete, prepare_reply
 from chat.services.answer_store import Outcome, Stored, store_finish, store_start
 from chat.types import ChatEvent, ChatOptions, End, Error, Owner, Sources, Start, Token
-from inference import services as inference
 from inference.errors import InferenceError, StreamInterrupted
 from inference.types import GenerationParams, StreamEnd, TokenDelta
-from knowledge import services as knowledge
-from knowledge.types import SearchFilters
-from monitoring.metrics import CHAT_ERRORS, CHAT_RESPONSES
+from monitoring import tracing
+from monitoring.metrics import CHAT_ERRORS, CHAT_RESPONSES, CURATED_REPLIES
 
 log = logging.getLogger(__name__)
-
-# A cached answer is replayed as a stream in pieces of about this many characters.
-REPLAY_CHARS = 24
 
 
 def reply(
@@ -107,7 +104,7 @@ async def collect(events: AsyncIterator[ChatEvent]) -> End | Error:
     return last
 
 
-class _Run:
+class _Run(AnswerMaking):
     """One answer's state from the admission to the final write."""
 
     def __init__(self, *, subject: Subject, options: ChatOptions, channel: str) -> None:
@@ -190,8 +187,9 @@ class _Run:
         sent = 0
         try:
             yield Sources([dict(c) for c in cached.citations])
-            for sent in range(0, len(cached.content), REPLAY_CHARS):
-                yield Token(cached.content[sent : sent + REPLAY_CHARS])
+            for piece in pieces(cached.content):
+                yield Token(piece)
+                sent += len(piece)
         except (asyncio.CancelledError, GeneratorExit):
             partial = Outcome(status=Message.Status.PARTIAL, content=cached.content[:sent], cached=True)
             await asyncio.shield(_quietly(self._finish(partial)))
@@ -215,66 +213,79 @@ class _Run:
         parts: list[str] = []
         deltas = 0  # upstream pieces (about one token each) received
         outcome = Outcome(status=Message.Status.PARTIAL, content="")
+        mode = self.options.answer_mode or cfg.answer_mode
+        curated = None
         try:
-            if plan.with_sources and plan.search_ids:
-                sources = await self._retrieve(plan, cfg)
-            prompt: Prompt = build_prompt(
-                system_prompt=plan.system_prompt,
-                question=plan.question,
-                history=plan.history,
-                sources=sources,
-                with_sources=plan.with_sources,
-                context_window=cfg.context_window,
-                max_tokens=max_tokens,
-                history_budget=plan.history_budget,
-            )
-            sources = prompt.sources
-            outcome.citations = map_citations("", sources)
-            yield Sources(outcome.citations)
-
-            end: StreamEnd | None = None
-            ttft: float | None = None
-            affinity = str(self.stored.conversation_id) if self.stored else None
-            if self.stored:
-                # The text so far is saved every CHAT_CHECKPOINT_S, with the other streaming answers'.
-                checkpoints.track(self.stored.message_id, parts)
-            # aclosing: however this loop ends, the upstream stream is closed (its HTTP request cancelled).
-            upstream = (
-                inference.generate_stream(
-                    prompt.messages,
-                    params=params,
-                    affinity_key=affinity,
-                    # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
-                    coalesce=self.channel != Conversation.Channel.OPENAI,
-                )
-                if self.options.stream
-                else _whole_answer(prompt.messages, params=params, affinity_key=affinity)
-            )
-            async with aclosing(upstream) as stream:
-                async for event in stream:
-                    if type(event) is TokenDelta:
-                        if ttft is None:
-                            ttft = time.perf_counter()
-                        parts.append(event.text)
-                        # A streamed delta is about one token; a whole answer is estimated.
-                        deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
-                        yield Token(event.text)
-                    elif isinstance(event, StreamEnd):
-                        end = event
-            outcome.status = Message.Status.COMPLETE
-            outcome.finish_reason = end.finish_reason if end else None
-            outcome.model = end.model if end else ""
-            outcome.endpoint = end.endpoint if end else ""
-            usage = end.usage if end else None
-            outcome.prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens else prompt.estimated_tokens
-            outcome.completion_tokens = usage.completion_tokens if usage and usage.completion_tokens else deltas
-            outcome.ttft_ms = self._ms(ttft) if ttft is not None else None
+            vector = await self._question_vector(plan)
+            curated = await best_match(vector, cfg.curated_threshold)
+            if curated is not None:
+                CURATED_REPLIES.inc()
+                outcome.citations = curated.citations()
+                yield Sources(outcome.citations)
+                deltas = self._say(curated.text, parts, outcome, model=CURATED)
+                for piece in pieces(curated.text):
+                    yield Token(piece)
+            else:
+                if plan.with_sources and plan.search_ids:
+                    sources = await self._retrieve(plan, cfg, vector)
+                with tracing.span("chat.prompt") as span:  # no yield inside: the span stays in this block
+                    prompt: Prompt = build_prompt(
+                        system_prompt=plan.system_prompt,
+                        question=plan.question,
+                        history=plan.history,
+                        sources=sources,
+                        with_sources=plan.with_sources,
+                        context_window=cfg.context_window,
+                        max_tokens=max_tokens,
+                        history_budget=plan.history_budget,
+                    )
+                    if span.is_recording():
+                        span.set_attributes(
+                            {"chat.prompt_tokens": prompt.estimated_tokens, "chat.sources": len(prompt.sources)}
+                        )
+                sources = prompt.sources
+                outcome.citations = map_citations("", sources)
+                yield Sources(outcome.citations)
+                fixed = self._fixed_reply(plan, mode, sources)
+                if fixed is None:
+                    try:
+                        end: StreamEnd | None = None
+                        ttft: float | None = None
+                        # The upstream generator itself, looped here: no generator layer per token
+                        # (docs/performance.md). aclosing: however the loop ends, its request is closed.
+                        async with aclosing(self._upstream(prompt, params, parts)) as stream:
+                            async for event in stream:
+                                if type(event) is TokenDelta:
+                                    if ttft is None:
+                                        ttft = time.perf_counter()
+                                    parts.append(event.text)
+                                    # A streamed delta is about one token; a whole answer is estimated.
+                                    deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
+                                    yield Token(event.text)
+                                elif isinstance(event, StreamEnd):
+                                    end = event
+                        self._record_end(outcome, end, ttft)
+                    except InferenceError:
+                        if parts or mode != AnswerMode.GENERATIVE_FALLBACK or not plan.with_sources:
+                            raise
+                        # The model is unavailable before its first word: quote the sources instead.
+                        log.warning("generation unavailable; answering extractively")
+                        quoted = extractive_answer(plan.question, sources)
+                        fixed = (quoted, EXTRACTIVE) if quoted else (cfg.not_found_message, NOT_FOUND)
+                if fixed is not None:
+                    text, model = fixed
+                    deltas = self._say(text, parts, outcome, model=model)
+                    for piece in pieces(text):
+                        yield Token(piece)
+                outcome.prompt_tokens = outcome.prompt_tokens or prompt.estimated_tokens
+                outcome.completion_tokens = outcome.completion_tokens or deltas
         except (asyncio.CancelledError, GeneratorExit):
             # Client gone or stop pressed: keep what was streamed, then let the cancel proceed.
             outcome.status = Message.Status.PARTIAL
             outcome.content = "".join(parts)
             outcome.completion_tokens = deltas
-            outcome.citations = map_citations(outcome.content, sources)
+            if curated is None:
+                outcome.citations = map_citations(outcome.content, sources)
             await asyncio.shield(_quietly(self._finish(outcome)))
             raise
         except InferenceError as exc:
@@ -291,7 +302,8 @@ class _Run:
             outcome.error = InternalError(f"The answer failed ({type(exc).__name__}).")
 
         outcome.content = "".join(parts)
-        outcome.citations = map_citations(outcome.content, sources)
+        if curated is None:
+            outcome.citations = map_citations(outcome.content, sources)
         if outcome.completion_tokens == 0:
             outcome.completion_tokens = deltas if outcome.error is None else estimate_tokens(outcome.content)
         await asyncio.shield(self._finish(outcome))
@@ -302,21 +314,7 @@ class _Run:
         else:
             yield self._end(outcome)
 
-    # -- stages ------------------------------------------------------------------------
-
-    async def _retrieve(self, plan: Plan, cfg: AnswerConfig) -> list[Source]:
-        try:
-            chunks = await knowledge.retrieve(
-                plan.question,
-                filters=SearchFilters(collection_ids=plan.search_ids),
-                top_k=cfg.top_k,
-                rerank=cfg.rerank_enabled,
-            )
-        except Exception as exc:  # documented degradation: answer without sources
-            log.warning("retrieval failed, answering without sources: %s", exc)
-            return []
-        return number_sources(chunks)
-
+    @tracing.span("chat.final_write")
     async def _finish(self, outcome: Outcome) -> None:
         """The final write (one UPDATE, see store_finish), Redis history, and the cache entry of a complete answer."""
         outcome.total_ms = self._ms()
@@ -331,7 +329,9 @@ class _Run:
                     items.append({"id": self.stored.user_message_id, "role": "user", "content": question})
                 items.append({"id": self.stored.message_id, "role": "assistant", "content": outcome.content})
                 await chat_history.append_history(self.stored.conversation_id, items, new=self.stored.new_conversation)
-        if outcome.status == Message.Status.COMPLETE and self.cache_key and not outcome.cached and outcome.content:
+        # A curated reply is not cached: it is as cheap as a cache hit, and an operator's edit applies at once.
+        reusable = outcome.status == Message.Status.COMPLETE and not outcome.cached and outcome.model != CURATED
+        if reusable and self.cache_key and outcome.content:
             await _quietly(
                 gateway.cache_put(
                     self.cache_key,
@@ -379,22 +379,6 @@ def _failed(err: PlatformError, **kwargs: Any) -> Error:
     """The Error event of an answer, counted once here for every adapter (``chat_errors_total``)."""
     CHAT_ERRORS.labels(err.code).inc()
     return Error(err, **kwargs)
-
-
-async def _whole_answer(
-    messages: Sequence[Any], *, params: GenerationParams, affinity_key: str | None
-) -> AsyncIterator[TokenDelta | StreamEnd]:
-    """``inference.generate`` (one non-streaming upstream call) in the shape of a stream."""
-    done = await inference.generate(messages, params=params, affinity_key=affinity_key)
-    if done.text:
-        yield TokenDelta(done.text)
-    yield StreamEnd(
-        finish_reason=done.finish_reason,
-        usage=done.usage,
-        model=done.model,
-        endpoint=done.endpoint,
-        duration_s=done.duration_s,
-    )
 
 
 async def _quietly(awaitable: Any) -> None:

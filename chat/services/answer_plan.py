@@ -163,6 +163,7 @@ def cache_key(
             "top_p": params.top_p,
             "stop": params.stop,
             "seed": params.seed,
+            "mode": options.answer_mode or cfg.answer_mode,
             **params.extra,
         },
         # Signed-in callers may read private collections: their answers are theirs alone.

@@ -180,6 +180,9 @@ write_env_file() {
             echo "TRITON_URL=http://127.0.0.1:$TRITON_HTTP_PORT"
             echo "TRITON_GRPC_URL=127.0.0.1:$TRITON_GRPC_PORT"
             echo "TRITON_METRICS_URL=http://127.0.0.1:$TRITON_METRICS_PORT/metrics"
+            # The local Triton's "reranker" scores pairs with e5 cosine: a stand-in that exercises
+            # the reranker protocol and batching in tests, not a cross-encoder (docs/answer-quality.md).
+            echo "TRITON_RERANKER_MODEL=reranker"
         fi
         if ready_llm; then
             echo "VLLM_URL=http://127.0.0.1:$LLM_PORT/v1"

@@ -17,6 +17,14 @@ export LOCAL_LLM_URL="${LOCAL_LLM_URL:-http://127.0.0.1:${LLM_PORT}/v1}"
 # English-centric tokenizer spends 2-3. A 2048 budget (about 4,200 real tokens with five
 # Korean sources) stays inside the local server's 8192 window and keeps CPU prompt time down.
 export CHAT_CONTEXT_WINDOW="${CHAT_CONTEXT_WINDOW:-2048}"
+# SmolLM2-135M cannot answer Korean questions (it repeats them): quote the sources instead
+# (extractive answers, docs/answer-quality.md). With a real model (VLLM_URL) the model writes
+# the answers and the sources are quoted only when it is unavailable.
+if [[ -z "${VLLM_URL:-}" ]]; then
+  export CHAT_ANSWER_MODE="${CHAT_ANSWER_MODE:-extractive}"
+else
+  export CHAT_ANSWER_MODE="${CHAT_ANSWER_MODE:-generative_fallback}"
+fi
 LOGS="$REPO/.local/logs"
 mkdir -p "$LOGS" "$DATA_DIR"
 

@@ -62,6 +62,8 @@ fi
 if ! deploy/local/status --quiet jaeger; then
   jaeger_started_here=1
 fi
+echo "test: tools the tests drive (Chromium for the browser tests, nginx for the shipped config's)"
+deploy/local/install chromium nginx
 echo "test: starting services (deploy/local/up)"
 deploy/local/up "${SERVICES[@]}"
 

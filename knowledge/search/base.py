@@ -39,15 +39,18 @@ class SearchHit:
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     text: str
-    vector: np.ndarray | None  # None: lexical only (the embedding service is down)
+    vector: np.ndarray | None  # None: no semantic ranking (lexical only, or the embedding service is down)
     filters: SearchFilters = field(default_factory=SearchFilters)
     size: int = 50  # candidates per list
+    lexical: bool = True  # False: no lexical ranking (a dense-only search)
 
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     lexical: list[SearchHit]
     semantic: list[SearchHit]
+    # Cross-script name matches (knowledge.text.name_lookups): "Haedam" for 해담시, 달빛군 for Dalbit.
+    names: list[SearchHit] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,13 @@ class BaseSearchBackend:
     # --- reads --------------------------------------------------------------------
 
     async def search(self, query: SearchQuery) -> SearchResult:
+        """Both rankings; a hit's ``text`` may be empty (engines that keep it out of the ranking's
+        answer): ``with_texts`` fills in the hits that are kept."""
         raise NotImplementedError
+
+    async def with_texts(self, chunks: list[ChunkRef]) -> list[ChunkRef]:
+        """``chunks`` with their text (the same order); engines whose hits carry it return them as they are."""
+        return chunks
 
     def search_sync(self, query: SearchQuery) -> SearchResult:
         raise NotImplementedError

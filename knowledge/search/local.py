@@ -12,15 +12,15 @@ Sized for the embedded run (up to ~100k chunks); production uses Elasticsearch.
 from __future__ import annotations
 
 import math
-import re
 import threading
-import unicodedata
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from asgiref.sync import sync_to_async
+from cachetools import LRUCache
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 
@@ -34,24 +34,12 @@ from knowledge.search.base import (
     SearchResult,
     new_index_name,
 )
+from knowledge.text import is_name, lexical_terms, name_lookups, name_terms
 from knowledge.types import ChunkRef, SearchFilters
 
 ANALYZER = "char-bigram"
 _K1 = 1.2
 _B = 0.75
-# Latin words and digit runs stay whole; Hangul / CJK runs become character bigrams.
-_TERMS = re.compile(r"[0-9a-z]+|[\uac00-\ud7a3\u3131-\u318e]+|[\u3040-\u30ff\u4e00-\u9fff]+|[^\W\d_]+")
-_CJK = re.compile(r"[\uac00-\ud7a3\u3131-\u318e\u3040-\u30ff\u4e00-\u9fff]")
-
-
-def lexical_terms(text: str) -> list[str]:
-    terms: list[str] = []
-    for run in _TERMS.findall(unicodedata.normalize("NFKC", text).lower()):
-        if _CJK.match(run):
-            terms.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
-        else:
-            terms.append(run)
-    return terms
 
 
 @dataclass
@@ -66,12 +54,19 @@ class _Snapshot:
     postings: dict[str, tuple[np.ndarray, np.ndarray]]  # term -> (rows, term frequencies)
     doc_len: np.ndarray
     avg_len: float
+    name_rows: dict[str, np.ndarray]  # cross-script name term -> rows (knowledge.text.name_terms)
+    romanized: list[str]  # the sorted r: terms, for prefix lookups
+    # Question word (its own-script family) -> is it a name here; a snapshot never changes, so
+    # the verdict holds for its life (questions repeat the same common words). Bounded: strangers
+    # may ask anything.
+    name_verdicts: LRUCache[str, bool] = field(default_factory=lambda: LRUCache(maxsize=20_000))
 
     @classmethod
     def build(cls, generation: int, rows: list[tuple], dim: int) -> _Snapshot:
         chunks: list[ChunkRef] = []
         vectors = np.zeros((len(rows), dim), dtype=np.float32)
         term_rows: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        names: dict[str, set[int]] = defaultdict(set)
         doc_len = np.zeros(len(rows), dtype=np.float32)
         for i, (chunk_id, doc_id, coll_id, ordinal, title, text, source, cat, lang, ts, emb) in enumerate(rows):
             chunks.append(ChunkRef(chunk_id, doc_id, coll_id, ordinal, text, title, source, cat, lang, ts))
@@ -83,6 +78,8 @@ class _Snapshot:
             doc_len[i] = sum(counts.values())
             for term, tf in counts.items():
                 term_rows[term].append((i, tf))
+            for term in name_terms(f"{title}\n{text}"):
+                names[term].add(i)
         postings = {
             term: (np.fromiter((r for r, _ in pairs), np.int64), np.fromiter((t for _, t in pairs), np.float32))
             for term, pairs in term_rows.items()
@@ -98,6 +95,8 @@ class _Snapshot:
             postings=postings,
             doc_len=doc_len,
             avg_len=float(doc_len.mean()) if len(chunks) else 0.0,
+            name_rows={term: np.fromiter(sorted(found), np.int64) for term, found in names.items()},
+            romanized=sorted(t for t in names if t.startswith("r:")),
         )
 
     def mask(self, filters: SearchFilters) -> np.ndarray:
@@ -129,6 +128,41 @@ class _Snapshot:
             norm = _K1 * (1 - _B + _B * self.doc_len[rows] / self.avg_len)
             scores[rows] += qtf * idf * tf * (_K1 + 1) / (tf + norm)
         return scores
+
+    def name_scores(self, text: str) -> np.ndarray:
+        """Cross-script name matches: per question word, the IDF of its best-matching name term."""
+        n = len(self.chunks)
+        scores = np.zeros(n, dtype=np.float32)
+        for lookup in name_lookups(text):
+            verdict = self.name_verdicts.get(lookup.own)
+            if verdict is None:
+                own = self._romanized_with(lookup.own) if lookup.own_is_prefix else [lookup.own]
+                verdict = self.name_verdicts[lookup.own] = is_name(self._rows_with(own), n)
+            if not verdict:
+                continue  # a common word of its own script, not a name
+            matched = (
+                self._romanized_with(lookup.prefix)
+                if lookup.prefix
+                else [t for t in lookup.terms if t in self.name_rows]
+            )
+            self._add_best(scores, matched)
+        return scores
+
+    def _romanized_with(self, prefix: str) -> list[str]:
+        """The romanized Hangul terms that begin with ``prefix`` (itself ``r:``...)."""
+        return self.romanized[bisect_left(self.romanized, prefix) : bisect_left(self.romanized, prefix + "\uffff")]
+
+    def _rows_with(self, terms: list[str]) -> int:
+        rows = [self.name_rows[t] for t in terms if t in self.name_rows]
+        return len(np.unique(np.concatenate(rows))) if rows else 0
+
+    def _add_best(self, scores: np.ndarray, terms: list[str]) -> None:
+        n = len(self.chunks)
+        best = np.zeros(n, dtype=np.float32)
+        for term in terms:
+            rows = self.name_rows[term]
+            best[rows] = np.maximum(best[rows], math.log(1 + (n - len(rows) + 0.5) / (len(rows) + 0.5)))
+        scores += best
 
 
 def _top(scores: np.ndarray, keep: np.ndarray, size: int) -> list[int]:
@@ -320,8 +354,15 @@ class SearchBackend(BaseSearchBackend):
         keep = snapshot.mask(query.filters)
         if query.filters.collection_ids is not None and not query.filters.collection_ids:
             keep[:] = False
-        bm25 = snapshot.bm25(query.text)
-        lexical = [SearchHit(snapshot.chunks[i], float(bm25[i])) for i in _top(bm25, keep & (bm25 > 0), query.size)]
+        lexical: list[SearchHit] = []
+        names: list[SearchHit] = []
+        if query.lexical:
+            bm25 = snapshot.bm25(query.text)
+            lexical = [SearchHit(snapshot.chunks[i], float(bm25[i])) for i in _top(bm25, keep & (bm25 > 0), query.size)]
+            found = snapshot.name_scores(query.text)
+            names = [
+                SearchHit(snapshot.chunks[i], float(found[i])) for i in _top(found, keep & (found > 0), query.size)
+            ]
         semantic: list[SearchHit] = []
         if query.vector is not None and query.vector.shape[0] == snapshot.vectors.shape[1]:
             cosine = snapshot.vectors @ query.vector.astype(np.float32)
@@ -329,7 +370,7 @@ class SearchBackend(BaseSearchBackend):
             semantic = [
                 SearchHit(snapshot.chunks[i], float((1 + cosine[i]) / 2)) for i in _top(cosine, keep, query.size)
             ]
-        return SearchResult(lexical, semantic)
+        return SearchResult(lexical, semantic, names)
 
     async def search(self, query: SearchQuery) -> SearchResult:
         return await sync_to_async(self.search_sync)(query)

@@ -10,6 +10,10 @@ added to that token, with no drift from the upstream's own pacing mixed in.
     POST /v1/chat/completions  (stream: true)  role chunk, then --chunks tokens --delay-ms apart
                                                 (scheduled on an absolute clock), finish, usage, [DONE]
     POST /v1/chat/completions  (stream: false) one JSON answer
+    --receive-stamp: the first content token is ``"r<hex receive time> <hex write time> "``, where
+                     the receive time is when this server got the request (before reading its body):
+                     the upstream's own time to first token is the difference, which a client can
+                     subtract from the TTFT it measured through the platform (bench_answer_path.py)
     GET  /v1/models, GET /health
 
 Raw ASGI on uvicorn (uvloop + httptools), like ../shared/bench/fake_upstream.py: the
@@ -37,7 +41,7 @@ def stamp() -> bytes:
     return b"%x " % int(time.monotonic() * 1_000_000)
 
 
-def build_app(chunks: int, delay_s: float):
+def build_app(chunks: int, delay_s: float, *, receive_stamp: bool = False):
     usage = orjson.dumps({"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks})
     usage_event = (
         b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"fake-model",'
@@ -58,6 +62,7 @@ def build_app(chunks: int, delay_s: float):
         await send({"type": "http.response.body", "body": body})
 
     async def chat(receive, send) -> None:
+        received = b"r%x " % int(time.monotonic() * 1_000_000)
         request = orjson.loads(await read_body(receive))
         if not request.get("stream"):
             content = " ".join(stamp().decode().strip() for _ in range(chunks))
@@ -80,7 +85,8 @@ def build_app(chunks: int, delay_s: float):
         for i in range(1, chunks + 1):
             # An absolute schedule: a late wake-up does not push every later token back.
             await asyncio.sleep(max(0.0, start + i * delay_s - loop.time()))
-            await send({"type": "http.response.body", "body": HEAD + stamp() + TAIL, "more_body": True})
+            text = received + stamp() if receive_stamp and i == 1 else stamp()
+            await send({"type": "http.response.body", "body": HEAD + text + TAIL, "more_body": True})
         await send({"type": "http.response.body", "body": FINISH + usage_event + DONE, "more_body": False})
 
     async def app(scope, receive, send) -> None:
@@ -113,13 +119,14 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--chunks", type=int, default=40)
     ap.add_argument("--delay-ms", type=float, default=50.0)
+    ap.add_argument("--receive-stamp", action="store_true", help="first token also carries the request's receive time")
     args = ap.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("loopback only")
     import uvicorn
 
     uvicorn.run(
-        build_app(args.chunks, args.delay_ms / 1000),
+        build_app(args.chunks, args.delay_ms / 1000, receive_stamp=args.receive_stamp),
         host=args.host,
         port=args.port,
         backlog=4096,

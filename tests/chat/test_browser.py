@@ -9,6 +9,7 @@ import pytest
 
 from chat.models import Message
 from tests.chat.conftest import GUIDE_TITLE_PREFIX, nonce
+from tests.tools import need
 
 pytestmark = [
     pytest.mark.browser,
@@ -38,8 +39,10 @@ def chat_live(django_db_setup, django_db_blocker):
 
 @pytest.fixture
 def browser():
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.skip("chromium / chromium-driver are not installed (deploy/local/install chromium)")
+    need(
+        bool(shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+        "chromium / chromium-driver are not installed (deploy/local/install chromium)",
+    )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -149,3 +152,70 @@ def test_model_output_cannot_inject_script(chat_settings, chat_live, browser):
             link.click() if link.get_attribute("href").startswith("javascript:") else None
     assert browser.execute_script("return window.__pwned === undefined")
     assert not browser.find_elements(By.CSS_SELECTOR, ".message img, .message script")
+
+
+@pytest.fixture
+def embedded_live(transactional_db, chat_live, tmp_path):
+    """The embedded default, as `make run` serves it: the local search backend, in-process e5, no Redis,
+    extractive answers; the sample knowledge ingested through the platform."""
+    import uuid
+
+    from django.test import override_settings
+
+    from knowledge.sample import load_sample_knowledge
+    from knowledge.search import reset_backends
+    from tests.knowledge.conftest import backend_settings
+    from tests.live import LiveServer
+
+    alias = f"vh-test-embedded-{uuid.uuid4().hex[:8]}"
+    with override_settings(
+        SEARCH_BACKEND="local",
+        SEARCH_BACKENDS=backend_settings(alias),
+        KNOWLEDGE_JOBS_INLINE=True,
+        MEDIA_ROOT=str(tmp_path / "media"),
+    ):
+        reset_backends()
+        report = load_sample_knowledge(run_jobs=True)
+        assert all("indexed" in line for line in report.lines), report.lines
+    reset_backends()
+    server = LiveServer(
+        env={
+            "SEARCH_BACKEND": "local",
+            "SEARCH_INDEX_ALIAS": alias,
+            "ES_URL": "",
+            "TRITON_URL": "",
+            "TRITON_GRPC_URL": "",
+            "INFERENCE_EMBEDDING_BACKEND": "local",
+            "REDIS_URL": "",
+            "CHAT_ANSWER_MODE": "extractive",
+            "CHAT_SETTINGS_TTL_S": "0",
+        }
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_on_the_embedded_default_a_korean_question_gets_the_fact_with_its_citation(embedded_live, browser):
+    """`make run`'s model cannot answer Korean: the extractive answer quotes the sample document, cited."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 90, poll_frequency=0.05)
+    browser.get(embedded_live.url + "/")
+    wait.until(
+        lambda d: (
+            d.execute_script("return document.getElementById('connection-status').textContent") == "연결되었습니다."
+        )
+    )
+    box = browser.find_element(By.ID, "composer-input")
+    box.send_keys("빈집 철거 보조금은 한 동당 최대 얼마까지 받을 수 있나요?")
+    box.send_keys(Keys.ENTER)
+    # The end frame replaces the streamed text with the rendered answer, citations linked.
+    cite = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".message.assistant .body sup.cite a") or False)[0]
+    body = browser.find_element(By.CSS_SELECTOR, ".message.assistant .body").text
+    assert "1,500만 원" in body, body
+    target = cite.get_attribute("href").rsplit("#", 1)[1]
+    item = browser.find_element(By.ID, target)
+    assert "빈집 철거 보조금 신청 절차" in item.text, item.text

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.deploy.metric_names import REPO
+from tests.tools import need
 
 pytestmark = pytest.mark.fast
 
@@ -27,8 +28,7 @@ def test_deploy_validate_part_passes(part: str) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    if "SKIPPED" in output:
-        pytest.skip(output.strip().splitlines()[-1])
+    need("SKIPPED" not in output, output.strip().splitlines()[-1])
 
 
 def test_deploy_validate_refuses_an_unknown_part() -> None:
@@ -42,8 +42,7 @@ def test_promtool_rule_tests_fail_when_an_alert_is_broken(tmp_path) -> None:
     """The alert unit tests have teeth: raising a threshold makes them fail."""
     import shutil
 
-    if not shutil.which("promtool"):
-        pytest.skip("promtool not installed (deploy/validate prometheus installs it)")
+    need(bool(shutil.which("promtool")), "promtool not installed (deploy/local/install prometheus)")
     (tmp_path / "alerts").mkdir()
     (tmp_path / "tests").mkdir()
     rules = (REPO / "deploy/prometheus/alerts/llm-alerts.yml").read_text()

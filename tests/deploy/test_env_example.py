@@ -12,7 +12,7 @@ pytestmark = pytest.mark.fast
 
 # Read through config/env.py helpers (the rule), or os.environ in the few places
 # outside settings (management commands, the gunicorn config).
-_HELPER = re.compile(r"\benv_(?:str|bool|int|float|list|opt)\(\s*\"([A-Z][A-Z0-9_]*)\"")
+_HELPER = re.compile(r"\benv_(?:str|bool|int|float|list|opt|choice)\(\s*\"([A-Z][A-Z0-9_]*)\"")
 _ENVIRON = re.compile(r"os\.environ(?:\.get)?[\(\[]\s*\"([A-Z][A-Z0-9_]*)\"")
 _GUNICORN = re.compile(r"_env_int\(\s*\"([A-Z][A-Z0-9_]*)\"")
 _NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE"}

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.deploy.metric_names import REPO
+from tests.tools import need
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
 
@@ -65,8 +66,7 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
-    if not NGINX:
-        pytest.skip("nginx is not installed (deploy/validate nginx installs Debian nginx-core)")
+    need(bool(NGINX), "nginx is not installed (deploy/local/install nginx)")
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     tmp = tmp_path_factory.mktemp("nginx")

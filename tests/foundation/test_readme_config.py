@@ -9,7 +9,7 @@ import pytest
 from tests.live import REPO
 
 # The typed helpers of config/env.py (not the launchers' own helpers, documented apart).
-READ = re.compile(r"""(?<![A-Za-z_])env_(?:str|opt|bool|int|float|list)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
+READ = re.compile(r"""(?<![A-Za-z_])env_(?:str|opt|bool|int|float|list|choice)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
 APPS = ("config", "chat", "knowledge", "inference", "monitoring")
 ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]+)` \|", re.M)
 

@@ -131,6 +131,10 @@ def test_sync_endpoints_follows_the_environment(settings):
     settings.TRITON_URL = "http://triton:8000"
     settings.TRITON_PROTOCOL = "grpc"
     settings.TRITON_GRPC_URL = "triton:8001"
+    settings.TRITON_RERANKER_MODEL = ""  # the default: no reranker ships (docs/answer-quality.md)
+    call_command("sync_endpoints")
+    assert set(ModelEndpoint.objects.values_list("name", flat=True)) == {"vllm", "triton-embedding"}
+    settings.TRITON_RERANKER_MODEL = "reranker"  # an operator deployed a cross-encoder
     call_command("sync_endpoints")
     rows = {r.name: r for r in ModelEndpoint.objects.all()}
     assert set(rows) == {"vllm", "triton-embedding", "triton-reranker"}  # local-llm went with VLLM_URL set

@@ -102,12 +102,16 @@ class World:
 
 class BackendContract:
     backend: str = ""
+    analyzer: str | None = None  # Elasticsearch: the ES_ANALYZER of the index (None: auto)
 
     @pytest.fixture(scope="class")
     @classmethod
     def world(cls, django_db_setup, django_db_blocker, tmp_path_factory):
-        backends = backend_settings(alias=f"{SESSION_ALIAS}-{cls.backend}")
-        media = tmp_path_factory.mktemp(f"media-{cls.backend}")
+        label = f"{cls.backend}-{cls.analyzer}" if cls.analyzer else cls.backend
+        backends = backend_settings(alias=f"{SESSION_ALIAS}-{label}")
+        if cls.analyzer:
+            backends["elasticsearch"]["ANALYZER"] = cls.analyzer
+        media = tmp_path_factory.mktemp(f"media-{label}")
         with (
             django_db_blocker.unblock(),
             override_settings(
@@ -116,8 +120,8 @@ class BackendContract:
         ):
             reset_backends()
             get_search_backend().reset_index()
-            public = collection_create(name=f"공개 {cls.backend}", slug=f"public-{cls.backend}", is_public=True)
-            private = collection_create(name=f"비공개 {cls.backend}", slug=f"private-{cls.backend}")
+            public = collection_create(name=f"공개 {label}", slug=f"public-{label}", is_public=True)
+            private = collection_create(name=f"비공개 {label}", slug=f"private-{label}")
             docs = {}
             for key, where, filename, content, meta in CORPUS:
                 result = document_upload(
@@ -319,6 +323,26 @@ class BackendContract:
         finally:
             document_delete(document=blank.document)
 
+    def test_korean_particles_do_not_split_a_word_from_itself(self, world):
+        """이행강제금이 (in the document) is found by 이행강제금은 and 이행강제금을: never the standard analyzer."""
+        for question in ("이행강제금은", "이행강제금을 내야 하나요"):
+            hits = retrieve_sync(question, top_k=3, mode="lexical")
+            assert world.docs["ko_html"].pk in self.ids(hits), (question, [h.chunk.title for h in hits])
+
+    def test_a_place_named_in_hangul_finds_its_english_document(self, world, committed):
+        """해담시 in a Korean question, "Haedam City" in an English document: the cross-script names list."""
+        with committed():
+            result = document_upload(
+                collection=world.public,
+                filename="haedam.md",
+                data=b"# Haedam City repair grant\n\nHaedam City pays 70% of the repair cost of an empty home.",
+            )
+        doc = result.document
+        try:
+            assert doc.pk in self.ids(retrieve_sync("해담시 빈집 수리비 지원은요?", top_k=3))
+        finally:
+            document_delete(document=doc)
+
     # --- index management -------------------------------------------------------------
 
     def test_search_keeps_answering_during_reindex(self, world):
@@ -370,7 +394,8 @@ class TestElasticsearchBackend(BackendContract):
     def test_analyzer_is_detected_and_recorded(self, world):
         backend = get_search_backend()
         info = backend.info()
-        assert info.analyzer == backend.detect_analyzer()  # nori where installed, else standard
+        assert info.analyzer == backend.detect_analyzer()  # nori where installed, else char-bigram
+        assert info.analyzer in ("nori", "char-bigram")
         assert info.extra["shards"] == 1 and info.extra["replicas"] == 0
         mapping = backend.client.indices.get_mapping(index=info.concrete_index)[info.concrete_index]["mappings"]
         assert mapping["properties"]["embedding"]["similarity"] == "cosine"
@@ -387,3 +412,19 @@ class TestElasticsearchBackend(BackendContract):
         with pytest.raises(SearchUnavailable):
             retrieve_sync("빈집", top_k=3)
         assert time.perf_counter() - started < 5
+
+
+class TestElasticsearchBigramBackend(BackendContract):
+    """Elasticsearch without the nori plugin: character bigrams computed by the platform."""
+
+    backend = "elasticsearch"
+    analyzer = "char-bigram"
+    pytestmark = [pytest.mark.services, pytest.mark.django_db]
+
+    def test_the_index_matches_on_platform_bigrams(self, world):
+        backend = get_search_backend()
+        info = backend.info()
+        assert info.analyzer == "char-bigram"
+        mapping = backend.client.indices.get_mapping(index=info.concrete_index)[info.concrete_index]["mappings"]
+        assert mapping["properties"]["terms"]["analyzer"] == "whitespace"
+        assert mapping["properties"]["content"]["index"] is False

@@ -176,12 +176,6 @@ async def websocket_answer(server: LiveServer, question: str) -> list[dict[str, 
 # --- the tests -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the pipeline spans of issue 16 in the files being rewritten (chat/consumers.py: the "
-    "answer's root span; chat/services/answer_pipeline.py: chat.prompt, chat.final_write; "
-    "knowledge/services/retrieval.py: retrieval and its steps). Remove this marker with them.",
-)
 async def test_a_websocket_answer_is_one_trace_with_its_steps(jaeger, answer_settings, guide):  # noqa: F811
     service = f"vh-test-ws-{uuid.uuid4().hex[:8]}"
     server = traced_server(service)

@@ -1,11 +1,11 @@
-"""Elasticsearch backend (8.x server; elasticsearch-dsl builds mappings and queries).
+"""Elasticsearch backend (8.x server; ``elasticsearch.dsl`` builds mappings and queries).
 
 - Versioned concrete indexes ``<alias>-v<timestamp>`` behind the alias; reindexing
   builds a new one and swaps the alias in one ``_aliases`` call.
-- ``content`` is analysed with ``nori`` when the analysis-nori plugin is installed,
-  else ``standard`` (detected when an index is created, recorded in the mapping's
-  ``_meta`` and shown in the admin). No painless, no rrf retriever: fusion happens
-  in the application.
+- Korean text analysis (``analysis.py``): ``nori`` when the plugin is installed, else
+  character bigrams the platform computes (as the local backend scores them); decided
+  when an index is created, recorded in the mapping's ``_meta`` and shown in the admin.
+  No painless, no rrf retriever: fusion happens in the application.
 - One search = one ``_msearch`` round trip carrying the BM25 query and the kNN
   query, the same metadata filters inside both (the kNN ``filter`` pre-filters the
   HNSW search, so filtered queries still get k results).
@@ -24,22 +24,22 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
-from django.utils import timezone
 from elasticsearch import (
     ApiError,
     AsyncElasticsearch,
-    BadRequestError,
     Elasticsearch,
     NotFoundError,
     TransportError,
     helpers,
 )
-from elasticsearch.dsl import AsyncMultiSearch, Date, Index, Keyword, Mapping, MultiSearch, Q, Search
+from elasticsearch.dsl import AsyncMultiSearch, Index, MultiSearch, Q, Search
 
+from config.local_cache import MISSING, LocalCache
 from knowledge.errors import IndexMissing, SearchUnavailable
 from knowledge.search.base import (
     BaseSearchBackend,
@@ -50,11 +50,33 @@ from knowledge.search.base import (
     SearchResult,
     new_index_name,
 )
+from knowledge.search.elasticsearch.analysis import (
+    BIGRAM,
+    NAMES_FIELD,
+    SOURCE_EXCLUDES,
+    TERMS_FIELD,
+    bigram_terms,
+    has_nori,
+    lexical_query,
+    mapping,
+    names_of,
+    names_query,
+    own_script_count,
+    resolve_analyzer,
+)
+from knowledge.text import NameLookup, is_name, name_lookups
 from knowledge.types import ChunkRef, SearchFilters
 
 logger = logging.getLogger(__name__)
 
-_SOURCE_EXCLUDES = ["embedding"]
+ANALYZER_CACHE_S = 60.0
+NAME_VERDICT_CACHE_S = 300.0
+
+
+def _recorded_analyzer(mapping_body: dict[str, Any]) -> str:
+    """The analyzer in the ``_meta`` of a get-mapping answer (indexes made before it was recorded: standard)."""
+    metas = [m["mappings"].get("_meta", {}) for m in mapping_body.values()]
+    return str(metas[0].get("analyzer") or "standard") if metas else "standard"
 
 
 @contextlib.contextmanager
@@ -91,6 +113,11 @@ class SearchBackend(BaseSearchBackend):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        # Index (or alias) name -> the analyzer it was built with (read from its _meta). Short-lived:
+        # another process's rebuild may point the alias at an index with another analysis.
+        self._analyzers: LocalCache[str, str] = LocalCache("es_index_analyzer", ttl=lambda: ANALYZER_CACHE_S)
+        # Question word (its own-script family) -> whether it is a name in this index.
+        self._name_verdicts: LocalCache[str, bool] = LocalCache("es_name_verdicts", ttl=lambda: NAME_VERDICT_CACHE_S)
 
     # --- clients --------------------------------------------------------------------
 
@@ -134,50 +161,15 @@ class SearchBackend(BaseSearchBackend):
     # --- index management -------------------------------------------------------------
 
     def detect_analyzer(self) -> str:
-        """``nori`` when available (or demanded), else ``standard``; any other value is used as given."""
-        wanted = self.analyzer_setting
-        if wanted not in ("auto", "nori"):
-            return wanted
+        """The analysis of new indexes: see ``analysis.resolve_analyzer``."""
         with _translate_errors("analyzer check"):
-            try:
-                self.client.indices.analyze(analyzer="nori", text="빈집 정비")
-                has_nori = True
-            except BadRequestError:
-                has_nori = False
-        if wanted == "nori" and not has_nori:
-            raise ImproperlyConfigured("ES_ANALYZER=nori but the analysis-nori plugin is not installed.")
-        return "nori" if has_nori else "standard"
-
-    def _mapping(self, analyzer: str) -> Mapping:
-        from inference.services import embedding_dim, embedding_model_name
-
-        m = Mapping()
-        m.meta("dynamic", "strict")
-        m.meta(
-            "_meta",
-            {
-                "analyzer": analyzer,
-                "embedding_model": embedding_model_name(),
-                "embedding_dim": embedding_dim(),
-                "created_at": timezone.now().isoformat(),
-            },
-        )
-        m.field("chunk_id", "long")
-        m.field("document_id", "long")
-        m.field("collection_id", "long")
-        m.field("ordinal", "integer")
-        m.field("language", "keyword")
-        m.field("title", "text", analyzer=analyzer)
-        m.field("content", "text", analyzer=analyzer)
-        m.field("embedding", "dense_vector", dims=embedding_dim(), index=True, similarity="cosine")
-        m.field("metadata", "object", properties={"source": Keyword(), "category": Keyword(), "timestamp": Date()})
-        return m
+            return resolve_analyzer(self.analyzer_setting, nori_available=lambda: has_nori(self.client))
 
     def create_index(self) -> str:
         name = new_index_name(self.alias)
         index = Index(name)
         index.settings(number_of_shards=self.shards, number_of_replicas=self.replicas)
-        index.mapping(self._mapping(self.detect_analyzer()))
+        index.mapping(mapping(self.detect_analyzer()))
         with _translate_errors("create index"):
             index.create(using=self.client)
         return name
@@ -214,6 +206,7 @@ class SearchBackend(BaseSearchBackend):
             actions.append({"add": {"index": index, "alias": self.alias}})
             # One _aliases call: searches see the old index or the new one, never neither.
             self.client.indices.update_aliases(actions=actions)
+            self._analyzers.pop(self.alias)
             if delete_old:
                 for name in old:
                     self.client.indices.delete(index=name, ignore_unavailable=True)
@@ -267,9 +260,8 @@ class SearchBackend(BaseSearchBackend):
 
     # --- writes -------------------------------------------------------------------
 
-    @staticmethod
-    def _source(chunk: IndexedChunk) -> dict[str, Any]:
-        return {
+    def _source(self, chunk: IndexedChunk, analyzer: str) -> dict[str, Any]:
+        source = {
             "chunk_id": chunk.chunk_id,
             "document_id": chunk.document_id,
             "collection_id": chunk.collection_id,
@@ -284,6 +276,10 @@ class SearchBackend(BaseSearchBackend):
                 "timestamp": chunk.timestamp.isoformat() if chunk.timestamp else None,
             },
         }
+        if analyzer == BIGRAM:
+            source[TERMS_FIELD] = bigram_terms(chunk.title, chunk.text)
+        source[NAMES_FIELD] = names_of(chunk.title, chunk.text)
+        return source
 
     def add_bulk(self, chunks: Iterable[IndexedChunk], *, index: str | None = None) -> int:
         if index is None:
@@ -296,8 +292,10 @@ class SearchBackend(BaseSearchBackend):
             # Building a new index: refreshed once, before the alias swap.
             options = {"refresh": False}
         target = index or self.alias
+        analyzer = self.index_analyzer(target)
         actions = (
-            {"_op_type": "index", "_index": target, "_id": str(c.chunk_id), "_source": self._source(c)} for c in chunks
+            {"_op_type": "index", "_index": target, "_id": str(c.chunk_id), "_source": self._source(c, analyzer)}
+            for c in chunks
         )
         with _translate_errors("bulk index"):
             ok, errors = helpers.bulk(self.client, actions, chunk_size=500, raise_on_error=False, **options)
@@ -379,21 +377,16 @@ class SearchBackend(BaseSearchBackend):
             clauses.append(Q("range", **{"metadata.timestamp": bounds}))
         return clauses
 
-    def _searches(self, query: SearchQuery) -> list[Search]:
+    def _searches(self, query: SearchQuery, analyzer: str, names: list[NameLookup]) -> list[Search]:
         filters = self._filters(query.filters)
-        lexical = (
-            Search(index=self.alias)
-            .query(
-                Q(
-                    "bool",
-                    must=[Q("multi_match", query=query.text, fields=["content", "title^0.5"])],
-                    filter=filters,
-                )
+        searches = []
+        if query.lexical:
+            searches.append(
+                Search(index=self.alias)
+                .query(Q("bool", must=[lexical_query(analyzer, query.text)], filter=filters))
+                .source(excludes=SOURCE_EXCLUDES)
+                .extra(size=query.size, timeout=f"{int(self.timeout * 1000)}ms")
             )
-            .source(excludes=_SOURCE_EXCLUDES)
-            .extra(size=query.size, timeout=f"{int(self.timeout * 1000)}ms")
-        )
-        searches = [lexical]
         if query.vector is not None:
             semantic = (
                 Search(index=self.alias)
@@ -404,10 +397,17 @@ class SearchBackend(BaseSearchBackend):
                     query_vector=np.asarray(query.vector, dtype=np.float32).tolist(),
                     filter=Q("bool", filter=filters) if filters else None,
                 )
-                .source(excludes=_SOURCE_EXCLUDES)
+                .source(excludes=SOURCE_EXCLUDES)
                 .extra(size=query.size)
             )
             searches.append(semantic)
+        if query.lexical and names:
+            searches.append(
+                Search(index=self.alias)
+                .query(Q("bool", must=[names_query(names)], filter=filters))
+                .source(excludes=SOURCE_EXCLUDES)
+                .extra(size=query.size, timeout=f"{int(self.timeout * 1000)}ms")
+            )
         return searches
 
     @staticmethod
@@ -436,28 +436,121 @@ class SearchBackend(BaseSearchBackend):
             )
         return hits
 
-    def _result(self, responses: list) -> SearchResult:
-        lexical = self._hits(responses[0])
-        semantic = self._hits(responses[1]) if len(responses) > 1 else []
-        return SearchResult(lexical, semantic)
+    def _result(self, query: SearchQuery, responses: list, names: list[NameLookup]) -> SearchResult:
+        found = iter(responses)
+        lexical = self._hits(next(found)) if query.lexical else []
+        semantic = self._hits(next(found)) if query.vector is not None else []
+        by_name = self._hits(next(found)) if query.lexical and names else []
+        return SearchResult(lexical, semantic, by_name)
+
+    async def with_texts(self, chunks: list[ChunkRef]) -> list[ChunkRef]:
+        """The kept hits' text, in one search by chunk id (the rankings left it out)."""
+        missing = [c.chunk_id for c in chunks if not c.text]
+        if not missing:
+            return chunks
+        with _translate_errors("chunk texts"):
+            body = await self.async_client().search(
+                index=self.alias,
+                query={"terms": {"chunk_id": missing}},
+                source=["chunk_id", "content"],
+                size=len(missing),
+                timeout=f"{int(self.timeout * 1000)}ms",
+            )
+        texts = {int(h["_source"]["chunk_id"]): h["_source"].get("content", "") for h in body["hits"]["hits"]}
+        return [replace(c, text=texts.get(c.chunk_id, c.text)) if not c.text else c for c in chunks]
 
     async def search(self, query: SearchQuery) -> SearchResult:
         if query.filters.collection_ids is not None and not query.filters.collection_ids:
             return SearchResult([], [])
+        analyzer = await self.live_analyzer()
+        names = await self._name_words(query.text) if query.lexical else []
         multi = AsyncMultiSearch(index=self.alias, using=self.async_client())
-        for search in self._searches(query):
+        for search in self._searches(query, analyzer, names):
             multi = multi.add(search)
         with _translate_errors("search"):
-            return self._result(await multi.execute())
+            return self._result(query, await multi.execute(), names)
 
     def search_sync(self, query: SearchQuery) -> SearchResult:
         if query.filters.collection_ids is not None and not query.filters.collection_ids:
             return SearchResult([], [])
+        analyzer = self.index_analyzer(self.alias)
+        names = self._name_words_sync(query.text) if query.lexical else []
         multi = MultiSearch(index=self.alias, using=self.client.options(request_timeout=self.timeout))
-        for search in self._searches(query):
+        for search in self._searches(query, analyzer, names):
             multi = multi.add(search)
         with _translate_errors("search"):
-            return self._result(multi.execute())
+            return self._result(query, multi.execute(), names)
+
+    async def _name_words(self, text: str) -> list[NameLookup]:
+        """The question's words that are names (``knowledge.text.is_name``), counted once per word and cached.
+
+        Most questions repeat common words, whose verdict is cached; new words cost one
+        ``_msearch`` of count searches (and a total count) before the search itself.
+        """
+        lookups = name_lookups(text)
+        unknown = [lk for lk in lookups if self._name_verdicts.get(lk.own) is MISSING]
+        if unknown:
+            client = self.async_client()
+            with _translate_errors("name counts"):
+                answer = await client.msearch(body=self._count_body(unknown))
+            self._remember_verdicts(unknown, answer["responses"])
+        return [lk for lk in lookups if self._name_verdicts.get(lk.own) is True]
+
+    def _name_words_sync(self, text: str) -> list[NameLookup]:
+        lookups = name_lookups(text)
+        unknown = [lk for lk in lookups if self._name_verdicts.get(lk.own) is MISSING]
+        if unknown:
+            with _translate_errors("name counts"):
+                answer = self.client.options(request_timeout=self.timeout).msearch(body=self._count_body(unknown))
+            self._remember_verdicts(unknown, answer["responses"])
+        return [lk for lk in lookups if self._name_verdicts.get(lk.own) is True]
+
+    def _count_body(self, lookups: list[NameLookup]) -> list[dict[str, Any]]:
+        body: list[dict[str, Any]] = [{"index": self.alias}, {"size": 0, "track_total_hits": True}]
+        for lookup in lookups:
+            body += [{"index": self.alias}, own_script_count(lookup)]
+        return body
+
+    def _remember_verdicts(self, lookups: list[NameLookup], responses: list[dict[str, Any]]) -> None:
+        total = responses[0].get("hits", {}).get("total", {}).get("value", 0)
+        for lookup, response in zip(lookups, responses[1:], strict=True):
+            same_script = response.get("hits", {}).get("total", {}).get("value", 0)
+            self._name_verdicts.set(lookup.own, is_name(same_script, total))
+
+    # --- the analysis an index was built with ------------------------------------------
+
+    def index_analyzer(self, index: str) -> str:
+        """The analyzer recorded in an index's ``_meta`` (alias or concrete name), cached per name.
+
+        Also the write path's upgrade of an index made by an older version: a missing
+        ``names`` field is added to the mapping (a new keyword field is an online change), so
+        writes carry it; chunks written before only match by name after ``manage.py reindex``.
+        """
+        cached = self._analyzers.get(index)
+        if cached is MISSING:
+            with _translate_errors("index mapping"):
+                body = self.client.indices.get_mapping(index=index).body
+                for concrete, mapping in body.items():
+                    if NAMES_FIELD not in mapping["mappings"].get("properties", {}):
+                        self.client.indices.put_mapping(index=concrete, properties={NAMES_FIELD: {"type": "keyword"}})
+                        logger.warning(
+                            "index %s had no %s field (made by an older version): added; run `manage.py reindex` "
+                            "so its existing chunks match cross-script names too",
+                            concrete,
+                            NAMES_FIELD,
+                        )
+            cached = self._analyzers.set(index, _recorded_analyzer(body))
+        return cached
+
+    async def live_analyzer(self) -> str:
+        """``index_analyzer`` of the alias for the request path: one mapping read per process, then
+        the cache; ``swap_alias`` forgets it (a rebuild may change the analysis)."""
+        cached = self._analyzers.get(self.alias)
+        if cached is not MISSING:
+            return cached
+        with _translate_errors("index mapping"):
+            body = (await self.async_client().indices.get_mapping(index=self.alias)).body
+        return self._analyzers.set(self.alias, _recorded_analyzer(body))
 
     async def ping(self) -> str:
         client = self.async_client()

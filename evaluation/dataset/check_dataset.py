@@ -1,6 +1,6 @@
 """Check the retrieval/answer evaluation dataset (stdlib only).
 
-Usage: python knowledge/evaluation/dataset/check_dataset.py [--verbose]
+Usage: python evaluation/dataset/check_dataset.py [--verbose]
 
 Checks that
 - both manifests parse, every listed file exists and every corpus file is listed;
@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SAMPLE_DIR = HERE.parent.parent / "fixtures" / "sample"
+SAMPLE_DIR = HERE.parent.parent / "knowledge" / "fixtures" / "sample"
 EVAL_DIR = HERE / "corpus"
 QUESTIONS = HERE / "questions.jsonl"
 

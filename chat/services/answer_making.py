@@ -1,0 +1,140 @@
+"""How an answer's text is made: by the model (streamed), or without it (curated, extractive, not-found).
+
+A mixin of the answer pipeline's run (``answer_pipeline._Run``): these steps read the run's
+state (what was stored, the channel, the options) and record on its ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from chat import checkpoints
+from chat.answering.extractive import extractive_answer
+from chat.answering.relevance import nothing_relevant
+from chat.config import AnswerConfig
+from chat.models import AnswerMode, Conversation, Message
+from chat.prompt import Prompt, Source, estimate_tokens, number_sources
+from chat.services.answer_plan import Plan
+from chat.services.answer_store import Outcome, Stored
+from chat.types import ChatOptions
+from inference import services as inference
+from inference.types import GenerationParams, StreamEnd, TokenDelta
+from knowledge import services as knowledge
+from knowledge.types import SearchFilters
+from monitoring.metrics import NON_MODEL_ANSWERS
+
+log = logging.getLogger(__name__)
+
+# A whole answer (cached, or made without the model) streams in pieces of about this many characters.
+REPLAY_CHARS = 24
+# The ``model`` recorded on answers made without one.
+CURATED, EXTRACTIVE, NOT_FOUND = "curated", "extractive", "not-found"
+
+
+class AnswerMaking:
+    stored: Stored | None
+    options: ChatOptions
+    channel: str
+
+    def _ms(self, at: float | None = None) -> int:
+        raise NotImplementedError
+
+    def _upstream(
+        self, prompt: Prompt, params: GenerationParams, parts: list[str]
+    ) -> AsyncIterator[TokenDelta | StreamEnd]:
+        """The model's answer: the streaming generator of the inference layer (or a whole answer as one)."""
+        affinity = str(self.stored.conversation_id) if self.stored else None
+        if self.stored:
+            # The text so far is saved every CHAT_CHECKPOINT_S, with the other streaming answers'.
+            checkpoints.track(self.stored.message_id, parts)
+        if not self.options.stream:
+            return _whole_answer(prompt.messages, params=params, affinity_key=affinity)
+        return inference.generate_stream(
+            prompt.messages,
+            params=params,
+            affinity_key=affinity,
+            # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
+            coalesce=self.channel != Conversation.Channel.OPENAI,
+        )
+
+    def _record_end(self, outcome: Outcome, end: StreamEnd | None, ttft: float | None) -> None:
+        """What the model's last event says: finish reason, model, endpoint, usage, time to first token."""
+        outcome.status = Message.Status.COMPLETE
+        outcome.finish_reason = end.finish_reason if end else None
+        outcome.model = end.model if end else ""
+        outcome.endpoint = end.endpoint if end else ""
+        usage = end.usage if end else None
+        outcome.prompt_tokens = usage.prompt_tokens if usage and usage.prompt_tokens else 0
+        outcome.completion_tokens = usage.completion_tokens if usage and usage.completion_tokens else 0
+        outcome.ttft_ms = self._ms(ttft) if ttft is not None else None
+
+    def _fixed_reply(self, plan: Plan, mode: str, sources: list[Source]) -> tuple[str, str] | None:
+        """(text, model) of an answer made without the model, or None: ask the model."""
+        if not plan.with_sources:
+            return None
+        cfg = plan.cfg
+        if mode == AnswerMode.EXTRACTIVE:
+            quoted = extractive_answer(plan.question, sources)
+            return (quoted, EXTRACTIVE) if quoted else (cfg.not_found_message, NOT_FOUND)
+        if nothing_relevant(plan.question, sources, cfg.relevance_floor):
+            return cfg.not_found_message, NOT_FOUND
+        return None
+
+    def _say(self, text: str, parts: list[str], outcome: Outcome, *, model: str) -> int:
+        """Record a whole answer made without the model; returns its (estimated) tokens."""
+        parts.append(text)
+        outcome.status = Message.Status.COMPLETE
+        outcome.finish_reason = "stop"
+        outcome.model = model
+        outcome.ttft_ms = self._ms()
+        NON_MODEL_ANSWERS.labels(model).inc()
+        return estimate_tokens(text)
+
+    async def _question_vector(self, plan: Plan) -> np.ndarray | None:
+        """The question's embedding, computed once for curated replies and retrieval (None: not needed, or down)."""
+        if not plan.with_sources:
+            return None
+        try:
+            return await inference.embed_query(plan.question)
+        except Exception as exc:  # retrieval degrades to lexical search; curated replies are skipped
+            log.warning("question embedding failed: %s", exc)
+            return None
+
+    async def _retrieve(self, plan: Plan, cfg: AnswerConfig, vector: np.ndarray | None) -> list[Source]:
+        try:
+            chunks = await knowledge.retrieve(
+                plan.question,
+                filters=SearchFilters(collection_ids=plan.search_ids),
+                top_k=cfg.top_k,
+                rerank=cfg.rerank_enabled,
+                vector=vector,
+            )
+        except Exception as exc:  # documented degradation: answer without sources
+            log.warning("retrieval failed, answering without sources: %s", exc)
+            return []
+        return number_sources(chunks)
+
+
+def pieces(text: str) -> list[str]:
+    """A whole answer in stream-sized pieces (REPLAY_CHARS each), as a cached answer is replayed."""
+    return [text[i : i + REPLAY_CHARS] for i in range(0, len(text), REPLAY_CHARS)] or [""]
+
+
+async def _whole_answer(
+    messages: Sequence[Any], *, params: GenerationParams, affinity_key: str | None
+) -> AsyncIterator[TokenDelta | StreamEnd]:
+    """``inference.generate`` (one non-streaming upstream call) in the shape of a stream."""
+    done = await inference.generate(messages, params=params, affinity_key=affinity_key)
+    if done.text:
+        yield TokenDelta(done.text)
+    yield StreamEnd(
+        finish_reason=done.finish_reason,
+        usage=done.usage,
+        model=done.model,
+        endpoint=done.endpoint,
+        duration_s=done.duration_s,
+    )
