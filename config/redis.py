@@ -20,6 +20,13 @@ from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 
+from monitoring.outages import outage
+
+# Redis' failure state in this process, shared by every use (the Django cache, history,
+# /readyz): after a failure, callers leave Redis alone for RATELIMIT_REDIS_RETRY_S (one probe
+# per interval) and the outage is logged once per interval (monitoring.outages).
+REDIS_OUTAGE = outage("redis", retry_s=lambda: settings.RATELIMIT_REDIS_RETRY_S)
+
 # Per loop, per (URL, cluster flag): settings overridden in tests get their own client.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, bool], aioredis.Redis]] = (
     weakref.WeakKeyDictionary()

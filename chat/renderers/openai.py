@@ -15,6 +15,7 @@ import orjson
 from django.http import HttpResponse
 
 from chat.errors import PlatformError, RateLimited
+from chat.renderers.sse import count_stream_error
 from chat.types import ChatEvent, End, Error, Sources, Start, Token
 
 
@@ -118,7 +119,9 @@ class ChunkWriter:
                     yield b"data: [DONE]\n\n"
                     return
                 elif isinstance(event, Error):
-                    # OpenAI's way of failing mid-stream: an error event, then the stream ends.
+                    # OpenAI's way of failing mid-stream: an error event, then the stream ends
+                    # (counted: the response itself went out as 200).
+                    count_stream_error("openai", event.error)
                     yield b"data: " + orjson.dumps(openai_error_body(event.error)) + b"\n\n"
                     return
                 try:
