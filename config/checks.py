@@ -49,6 +49,8 @@ async def check_database() -> str:
     future = _in_flight
     if future is None or future.done() or future.get_loop() is not loop:
         future = _in_flight = loop.run_in_executor(_db_executor(), _ping_database)
+        # /readyz may stop waiting (its timeout) before the ping ends: its outcome is read here regardless.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
     return await asyncio.shield(future)
 
 

@@ -159,10 +159,11 @@ class LocalCache(Generic[K, V]):
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY_S:
             log.warning(
-                "%s: reload failed (%s: %s); serving the last-known-good value (%d failed reloads since the last warning)",
+                "%s: reload failed (%s); serving the last-known-good value (%d failed reloads since the last warning)",
                 self.name,
-                type(exc).__name__,
-                exc,
+                f"no answer within {LOAD_WAIT_S:g} s"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}",
                 self._failures,
             )
             self._warned_at = now

@@ -14,6 +14,9 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_opt, env_str
 from monitoring.logging import logging_config  # stdlib + asgiref only: safe in settings
@@ -166,6 +169,8 @@ if REDIS_URL:
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": REDIS_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_TIMEOUT,
+                # One immediate retry on a dead pooled connection (after a Redis restart), none on a timeout.
+                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))},
             },
         }
     }
@@ -452,6 +457,9 @@ except ValueError as exc:
 # one traceback per failed request from Django's request logger.
 LOGGING["filters"]["dependency_faults"] = {"()": "monitoring.outages.DependencyFaultFilter"}
 LOGGING["loggers"]["django.request"] = {"filters": ["dependency_faults"]}
+# The same warning from every request of an outage: the first at once, then one per interval with a count.
+LOGGING["filters"]["repeats"] = {"()": "monitoring.outages.RepeatFilter"}
+LOGGING["handlers"]["console"]["filters"].append("repeats")
 
 os.makedirs(DATA_DIR, exist_ok=True)
 os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing root

@@ -18,6 +18,7 @@ from the event loop. No I/O here; the bottom layer (monitoring) so every layer m
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ log = logging.getLogger("monitoring.outages")
 
 # At most one "still unreachable" line per dependency per this many seconds.
 LOG_EVERY_S = 30.0
+_DIGITS = re.compile(r"\d+")
 
 
 class Outage:
@@ -167,13 +169,52 @@ def is_unreachable_error(exc: BaseException | None) -> bool:
 
 
 class DependencyFaultFilter(logging.Filter):
-    """Drops Django's per-request traceback of an unreachable dependency (``django.request``).
+    """Drops Django's per-request lines about dependency faults (``django.request``).
 
-    The outage itself is logged once per interval where it was seen (the database backend,
-    the cache); the request is in the access log with its status and request id. A bug's
-    traceback still goes through.
+    Django logs every 5xx response at ERROR, with the traceback when an exception caused it.
+    For an unreachable dependency, and for the platform's own deliberate refusals (502/503/504
+    with ``Retry-After``: model unavailable, database down, /readyz saying "not ready"), that is
+    one line per request for as long as the outage lasts. The outage is logged once per
+    interval where it is seen; each request is in the access log with its status and request
+    id. A 500 (a bug) and its traceback still go through.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not is_unreachable_error(exc)
+        if exc is not None:
+            return not is_unreachable_error(exc)
+        return getattr(record, "status_code", None) not in (502, 503, 504)
+
+
+class RepeatFilter(logging.Filter):
+    """One warning per message template per logger per ``LOG_EVERY_S``, then a count of the rest.
+
+    A dependency that fails every request makes every request warn the same thing ("retrieval
+    failed, answering without sources: ..."; psycopg's pool reconnecting). The first line is
+    kept at once; the repeats within the interval are counted and the next line that gets
+    through says how many were left out. Records with a traceback (a bug) and anything below
+    WARNING are never held back.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # -> (last emitted, suppressed since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.exc_info or record.name == log.name:
+            return True  # (outage lines are already one per interval, per dependency)
+        # Some libraries format their message themselves ("failed for 17 times in a row"): numbers apart, the same.
+        key = (record.name, _DIGITS.sub("#", str(record.msg)))
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._seen.get(key, (0.0, 0))
+            if last and now - last < LOG_EVERY_S:
+                self._seen[key] = (last, suppressed + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # templates are few; a leak would be a bug elsewhere
+                self._seen.clear()
+        if suppressed:  # (no "%" added: the template is still formatted with the record's args)
+            record.msg = f"{record.msg} [and {suppressed} more like this in the last {now - last:.0f} s]"
+        return True

@@ -10,6 +10,7 @@ import orjson
 
 from chat.errors import PlatformError
 from chat.types import ChatEvent, End, Error, Sources, Start, Token
+from monitoring.logging import get_request_id
 from monitoring.metrics import CHAT_STREAM_ERRORS
 
 
@@ -44,7 +45,10 @@ def render(event: ChatEvent) -> bytes:
             },
         )
     assert isinstance(event, Error)
-    return sse_event("error", {**event.error.as_dict()["error"], "message_id": event.message_id})
+    body = {**event.error.as_dict()["error"], "message_id": event.message_id}
+    if event.error.http_status >= 500:
+        body["request_id"] = get_request_id()  # the log lines with this id hold the detail
+    return sse_event("error", body)
 
 
 async def sse_stream(first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:

@@ -296,10 +296,10 @@ class _Run(AnswerMaking):
         except PromptTooLong as exc:
             outcome.status = Message.Status.ERROR
             outcome.error = ContextLengthExceeded(str(exc))
-        except Exception as exc:
+        except Exception:
             log.exception("chat answer failed")
             outcome.status = Message.Status.PARTIAL if parts else Message.Status.ERROR
-            outcome.error = InternalError(f"The answer failed ({type(exc).__name__}).")
+            outcome.error = InternalError()  # generic: the detail is in the log line above (same request id)
 
         outcome.content = "".join(parts)
         if curated is None:
