@@ -145,8 +145,10 @@ def _document(job: Job) -> Document:
     return document
 
 
-# The worker's view of the database (it has no requests to fail: it waits and retries).
-DATABASE = outage("database")
+# The worker loop's own record of its database errors, for its log lines (once per interval, with
+# a count). Not the backend's "database" state: that one decides whether connecting is tried, and
+# a refusal it caused must not count as a new failure pushing the next attempt further away.
+DATABASE = outage("database (knowledge worker)")
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 30.0
 
 

@@ -22,12 +22,37 @@ class Fault:
     title: str  # what was done, for the table
     effect: str  # what users see meanwhile (checked by the suite, written in the docs)
     readyz_during: str  # "ok", "unavailable", or "either" (too short to settle)
+    hold_s: float  # how long the dependency stays away
     began: float = 0.0
     restored: float = 0.0
     ended: float = 0.0
     log_tracebacks: int = 0
     log_lines: int = 0  # warnings and errors
     problems: list[str] = field(default_factory=list)
+
+
+def catalog() -> list[Fault]:
+    """The faults, in order: what users get meanwhile and what /readyz says (docs/operations.md's table)."""
+    return [
+        Fault("redis", "Redis stopped, started again empty",
+              "answers as usual: rate limits per process (RATELIMIT_FAIL_MODE=open), no response cache, "
+              "sessions and history read from PostgreSQL; nobody logged out", "ok", 6.0),
+        Fault("pg_restart", "PostgreSQL restarted (connections reset, refused meanwhile)",
+              "a request needing the database in the gap waits for it or gets 503 with Retry-After; answers "
+              "finishing in the gap are stored once it is back; /v1 without storage answers", "either", 2.5),
+        Fault("pg_stop", "PostgreSQL stopped",
+              "chat (websocket, REST, /v1 with store) refused with 503 and Retry-After; /v1 without storage "
+              "answers on last-known-good configuration and API keys", "unavailable", 10.0),
+        Fault("triton", "Triton stopped", "answers as usual; retrieval lexical only (no embeddings)", "ok", 6.0),
+        Fault("es", "Elasticsearch stopped",
+              "answers without sources (the not-found reply where the sources were needed)", "ok", 6.0),
+        Fault("llm", "LLM server killed mid-stream",
+              "streams in flight end with an error event (stream_interrupted; the partial answer stored); new "
+              "questions refused fast (503 model_unavailable) until the circuit breaker's cool-down ends",
+              "unavailable", 6.0),
+        Fault("worker_db", "Worker's database connection cut",
+              "nothing (the worker reconnects with backoff; an interrupted job is requeued)", "ok", 4.0),
+    ]  # fmt: skip
 
 
 @dataclass

@@ -32,7 +32,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 
 from tests.faults.load import DEGRADED, HANG, HTML, HTTP_500, OK, UNEXPECTED, Load
-from tests.faults.report import Fault, FaultResult, legend, table
+from tests.faults.report import Fault, FaultResult, catalog, legend, table
 from tests.faults.rig import ANSWER_TOKENS, DOCUMENT, Rig
 from tests.inference.scripted_upstream import Answer, running_in_thread
 from tests.live import REPO
@@ -175,10 +175,11 @@ async def _scenario(rig: Rig, data: dict, upstream) -> tuple[list[FaultResult], 
         baseline = [s for s in load.samples if s.outcome != OK]
         if baseline:
             problems.append(f"baseline: not every request answered ok: {baseline[:5]}")
-        for fault, hold_s, begin, end in _faults(rig, load, upstream):
+        actions = _actions(rig, load, upstream)
+        for fault in catalog():
             if fault.key == "redis":
                 before = await _in_thread(_owned, data)
-            await through(fault, hold_s, begin, end)
+            await through(fault, fault.hold_s, *actions[fault.key])
             if fault.key == "redis":
                 problems.extend(await _in_thread(_nobody_logged_out, rig, data, before))
     finally:
@@ -188,8 +189,8 @@ async def _scenario(rig: Rig, data: dict, upstream) -> tuple[list[FaultResult], 
     return results, problems
 
 
-def _faults(rig: Rig, load: Load, upstream) -> list[tuple[Fault, float, Callable[[], None], Callable[[], None]]]:
-    """Each fault: what users get meanwhile and what /readyz says (the table in docs/operations.md), how long, how."""
+def _actions(rig: Rig, load: Load, upstream) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+    """How each fault of ``report.catalog()`` is made, and undone."""
 
     def kill_llm() -> None:
         # Slow answers first, so that streams are in flight when the model server dies.
@@ -202,47 +203,15 @@ def _faults(rig: Rig, load: Load, upstream) -> list[tuple[Fault, float, Callable
         rig.restore("llm")
 
     database = (lambda: rig.cut("pg", "pg_worker"), lambda: rig.restore("pg", "pg_worker"))
-    return [
-        (
-            Fault("redis", "Redis stopped, started again empty",
-                  "answers as usual: rate limits per process (RATELIMIT_FAIL_MODE=open), no response cache, "
-                  "sessions and history read from PostgreSQL; nobody logged out", "ok"),
-            6.0, rig.redis.stop, rig.redis.start,
-        ),
-        (
-            Fault("pg_restart", "PostgreSQL restarted (connections reset, refused meanwhile)",
-                  "a request needing the database in the gap: 503 with Retry-After; answers finishing in the gap "
-                  "are stored once it is back; /v1 without storage answers", "either"),
-            2.5, *database,
-        ),
-        (
-            Fault("pg_stop", "PostgreSQL stopped",
-                  "chat (websocket, REST, /v1 with store) refused with 503 and Retry-After; /v1 without storage "
-                  "answers on last-known-good configuration and API keys", "unavailable"),
-            10.0, *database,
-        ),
-        (
-            Fault("triton", "Triton stopped", "answers as usual; retrieval lexical only (no embeddings)", "ok"),
-            6.0, lambda: rig.cut("triton"), lambda: rig.restore("triton"),
-        ),
-        (
-            Fault("es", "Elasticsearch stopped",
-                  "answers without sources (the not-found reply where the sources were needed)", "ok"),
-            6.0, lambda: rig.cut("es"), lambda: rig.restore("es"),
-        ),
-        (
-            Fault("llm", "LLM server killed mid-stream",
-                  "streams in flight end with an error event (stream_interrupted; the partial answer stored); new "
-                  "questions refused fast (503 model_unavailable) until the circuit breaker's cool-down ends",
-                  "unavailable"),
-            6.0, kill_llm, revive_llm,
-        ),
-        (
-            Fault("worker_db", "Worker's database connection cut",
-                  "nothing (the worker reconnects with backoff; an interrupted job is requeued)", "ok"),
-            4.0, lambda: rig.cut("pg_worker"), lambda: rig.restore("pg_worker"),
-        ),
-    ]  # fmt: skip
+    return {
+        "redis": (rig.redis.stop, rig.redis.start),
+        "pg_restart": database,
+        "pg_stop": database,
+        "triton": (lambda: rig.cut("triton"), lambda: rig.restore("triton")),
+        "es": (lambda: rig.cut("es"), lambda: rig.restore("es")),
+        "llm": (kill_llm, revive_llm),
+        "worker_db": (lambda: rig.cut("pg_worker"), lambda: rig.restore("pg_worker")),
+    }
 
 
 def _settled(load: Load, since: float) -> bool:
