@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.faults.load import DEADLINE_S, OK, OUTCOMES, Load
+from tests.faults.load import DEADLINE_S, OK, OUTCOMES, Load, Sample
 
 # A /readyz answer this long after a change may still be the old one (READYZ_CACHE_S=1 in the
 # rig, probes bounded by READYZ_TIMEOUT=1, a breaker opening after a few failed requests).
@@ -55,6 +55,11 @@ def catalog() -> list[Fault]:
     ]  # fmt: skip
 
 
+def in_window(samples: list[Sample], fault: Fault) -> list[Sample]:
+    """The requests the fault could touch: in flight when it began (a stream cut mid-way) up to its end."""
+    return [s for s in samples if s.at + s.elapsed >= fault.began and s.at < fault.ended]
+
+
 @dataclass
 class FaultResult:
     fault: Fault
@@ -66,7 +71,7 @@ class FaultResult:
 
     @staticmethod
     def of(fault: Fault, load: Load) -> FaultResult:
-        window = [s for s in load.samples if fault.began <= s.at < fault.ended]
+        window = in_window(load.samples, fault)
         outcomes = Counter(s.outcome for s in window)
         slowest_sample = max(window, key=lambda s: s.elapsed, default=None)
         slowest = (slowest_sample.elapsed, slowest_sample.client) if slowest_sample else (0.0, "-")
