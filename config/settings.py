@@ -21,6 +21,13 @@ from redis.retry import Retry
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_opt, env_str
 from monitoring.logging import logging_config  # stdlib + asgiref only: safe in settings
 
+# An empty PROMETHEUS_MULTIPROC_DIR means "one process, metrics in memory" here (compose and
+# Kubernetes set it so for the worker and migrations, over the image's default). prometheus_client
+# takes any value, even empty, as "multiprocess": it wrote its files into the working directory
+# (read-only in the image: the worker could not start). Settings load before prometheus_client.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, uploads, local index, logs).
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / ".local" / "data")))

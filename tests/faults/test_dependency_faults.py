@@ -58,6 +58,7 @@ def _setup_data(rig: Rig) -> dict:
     for scope in RateLimitPolicy.Scope.values:
         RateLimitPolicy.objects.create(name=f"faults-{scope}", scope=scope, is_default=True, requests=100_000)
     user = get_user_model().objects.create_user("fault-user", password="not-used-1")
+    get_user_model().objects.create_user("fault-admin", password="faults-admin-pw-1", is_staff=True)
     session = SessionStore()
     session.update({"_auth_user_id": str(user.pk), "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
                     "_auth_user_hash": user.get_session_auth_hash()})  # fmt: skip
@@ -69,6 +70,8 @@ def _setup_data(rig: Rig) -> dict:
     collection = collection_create(name="빈집 정책 (faults)", slug="faults-policy", is_public=True)
     document = document_upload(collection=collection, filename="demolition.md", data=DOCUMENT.encode()).document
     return {
+        "admin": "fault-admin",
+        "admin_password": "faults-admin-pw-1",
         "user": user,
         "user_cookie": f"sessionid={session.session_key}",
         "anon_cookie": f"sessionid={anon.cookies['sessionid']}",
@@ -149,12 +152,17 @@ async def _scenario(rig: Rig, data: dict, upstream) -> tuple[list[FaultResult], 
     problems: list[str] = []
     sleep = asyncio.sleep
 
-    async def through(fault: Fault, hold_s: float, begin, end) -> None:
+    async def through(fault: Fault, hold_s: float, begin, end, during=None) -> None:
         await sleep(1.0)
         log_at = len(rig.server_log())
         await asyncio.to_thread(begin)
         fault.began = time.monotonic()  # the dependency is away from here on
-        await sleep(hold_s)
+        if during is not None:
+            await sleep(1.0)
+            problems.extend(f"{fault.key}: {p}" for p in await asyncio.to_thread(during))
+            await sleep(max(0.0, hold_s - (time.monotonic() - fault.began)))
+        else:
+            await sleep(hold_s)
         fault.restored = time.monotonic()
         await asyncio.to_thread(end)
         # Until every client answers ok again and /readyz is 200 (at most the recovery limit), then a little more.
@@ -180,7 +188,8 @@ async def _scenario(rig: Rig, data: dict, upstream) -> tuple[list[FaultResult], 
         for fault in catalog():
             if fault.key == "redis":
                 before = await _in_thread(_owned, data)
-            await through(fault, fault.hold_s, *actions[fault.key])
+            during = (lambda: _log_in(rig, data)) if fault.key == "redis" else None
+            await through(fault, fault.hold_s, *actions[fault.key], during=during)
             if fault.key == "redis":
                 problems.extend(await _in_thread(_nobody_logged_out, rig, data, before))
     finally:
@@ -262,6 +271,26 @@ def _owned(data: dict) -> dict[str, set[str]]:
             str(c) for c in Conversation.objects.filter(session_key=data["anon_session"]).values_list("id", flat=True)
         },
     }
+
+
+def _log_in(rig: Rig, data: dict) -> list[str]:
+    """An admin login while Redis is down: answered at once (Django's cache sessions looped ~35 s here)."""
+    started = time.monotonic()
+    with httpx.Client(base_url=rig.url, timeout=15, follow_redirects=False) as browser:
+        form = browser.get("/admin/login/")
+        token = browser.cookies.get("csrftoken", "")
+        answer = browser.post(
+            "/admin/login/?next=/admin/",
+            data={"username": data["admin"], "password": data["admin_password"], "csrfmiddlewaretoken": token},
+            headers={"Referer": f"{rig.url}/admin/login/"},
+        )
+        landed = browser.get("/admin/") if answer.status_code == 302 else answer
+    elapsed = time.monotonic() - started
+    if form.status_code != 200 or answer.status_code != 302 or landed.status_code != 200:
+        return [f"a login during the outage failed: {form.status_code} {answer.status_code} {landed.status_code}"]
+    if elapsed > 5:
+        return [f"a login during the outage took {elapsed:.1f} s"]
+    return []
 
 
 def _nobody_logged_out(rig: Rig, data: dict, before: dict[str, set[str]]) -> list[str]:
