@@ -270,9 +270,9 @@ try:
     INFERENCE_BATCH_PREFERRED_SIZES = [int(n) for n in env_list("INFERENCE_BATCH_PREFERRED_SIZES", [])]
 except ValueError:
     raise ImproperlyConfigured("INFERENCE_BATCH_PREFERRED_SIZES: comma-separated integers, e.g. 16,32,64.") from None
-# Endpoint kinds whose /readyz checks are required (others are reported, not required).
-# generation: /readyz fails when no generation endpoint of this process can serve (all down or
-# their breakers open); an embedding outage only degrades answers (lexical search), so it is reported, not required.
+# Endpoint kinds /readyz requires (others are reported as degraded): generation, so /readyz fails
+# when no generation endpoint of this process can serve (all down or their breakers open); an
+# embedding outage only degrades answers (lexical search).
 INFERENCE_READYZ_REQUIRED_KINDS = env_list("INFERENCE_READYZ_REQUIRED_KINDS", ["generation"])
 
 # --- Knowledge (ingestion, chunking, retrieval) -----------------------------

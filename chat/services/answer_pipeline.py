@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 
 from chat import checkpoints
 from chat import history as chat_history
@@ -167,7 +167,7 @@ class _Run(AnswerMaking):
                 except PlatformError as exc:  # e.g. the conversation was deleted meanwhile
                     yield _failed(exc)
                     return
-                except DatabaseError:  # unreachable: nothing was stored, nothing is generated (503)
+                except (OperationalError, InterfaceError):  # unreachable: nothing stored, nothing generated (503)
                     yield _failed(StorageUnavailable("Your message could not be saved; try again in a few seconds."))
                     return
                 if plan.regenerate:
@@ -322,8 +322,9 @@ class _Run(AnswerMaking):
             checkpoints.untrack(self.stored.message_id)
             try:
                 await db(store_finish)(self.stored, outcome)
-            except DatabaseError:
-                # The user has the answer: write it when the database is back (history refills then).
+            except (OperationalError, InterfaceError):
+                # The database is unreachable, and the user has the answer: write it when the
+                # database is back (chat.services.answer_recovery; history refills then).
                 answer_recovery.defer(self.stored, outcome)
             else:
                 answer_recovery.start_sweeper()

@@ -24,7 +24,6 @@ import logging
 import weakref
 from collections import deque
 
-from django.db import DatabaseError
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
@@ -89,7 +88,7 @@ async def _flush(queue: _Queue) -> None:
         try:
             await db(store_finish)(stored, outcome)
         except Exception as exc:
-            if not isinstance(exc, DatabaseError):
+            if not is_unreachable_error(exc):
                 # Not an outage (a bug, bad data): retrying cannot help; the sweep marks the row.
                 log.exception("answer %s: deferred write failed for good", stored.message_id)
                 queue.pending.popleft()
