@@ -15,6 +15,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -323,13 +324,36 @@ class MessageListView(ChatAPIView):
         final = async_to_sync(services.collect)(events)
         if isinstance(final, Error) and final.message_id is None:
             return error_response(final.error)
-        message = Message.objects.get(pk=final.message_id)
-        body = {"conversation_id": conversation.pk, "message": MessageSerializer(message).data}
+        body = {"conversation_id": conversation.pk, "message": MessageSerializer(_answer_row(final)).data}
         if isinstance(final, End):
             body |= {"usage": final.usage, "latency": final.latency}
         else:
             body |= final.error.as_dict()
         return Response(body, status=200 if isinstance(final, End) else final.error.http_status)
+
+
+def _answer_row(final: End | Error) -> Message:
+    """The stored answer; if the database went away after the answer was made (its write is
+    deferred, chat.services.answer_recovery), the answer as made, not a 503 for an answer we have."""
+    try:
+        return Message.objects.get(pk=final.message_id)
+    except DatabaseError:
+        if not isinstance(final, End):
+            raise
+        return Message(
+            pk=final.message_id,
+            conversation_id=final.conversation_id,
+            role=Message.Role.ASSISTANT,
+            content=final.content,
+            citations=final.citations,
+            status=final.status,
+            model=final.model,
+            prompt_tokens=final.usage.get("prompt_tokens", 0),
+            completion_tokens=final.usage.get("completion_tokens", 0),
+            ttft_ms=final.latency.get("ttft_ms"),
+            total_ms=final.latency.get("total_ms"),
+            cached=final.cached,
+        )
 
 
 async def _first_event(events: AsyncIterator[Any]) -> Any:

@@ -22,6 +22,7 @@ from django.db import connection
 
 from chat.asyncdb import db
 from chat.models import Message
+from monitoring.outages import is_unreachable_error
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,12 @@ async def save_round(book: _Book) -> None:
     for start in range(0, len(items), CHECKPOINT_BATCH):
         try:
             await db(_store_checkpoints)(items[start : start + CHECKPOINT_BATCH])
-        except Exception:  # a missed checkpoint is not worth failing (or stopping) the others
-            log.exception("chat checkpoint write failed")
+        except Exception as exc:  # a missed checkpoint is not worth failing (or stopping) the others
+            # A database outage is logged once per interval where it is seen (monitoring.outages).
+            if not is_unreachable_error(exc):
+                log.exception("chat checkpoint write failed")
+            for mid, _text in items[start : start + CHECKPOINT_BATCH]:
+                book.saved.pop(mid, None)  # try these again next round
 
 
 def _store_checkpoints(items: list[tuple[int, str]]) -> None:

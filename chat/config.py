@@ -98,4 +98,5 @@ async def get_config() -> AnswerConfig:
     cached = _snapshot.get(_KEY)
     if cached is not MISSING:
         return cached
-    return await db(get_config_sync)()
+    # One reload shared by concurrent requests; with a snapshot at hand, none waits on a hung database.
+    return await _snapshot.aget_or_load(_KEY, db(_load), fallback_on=(DatabaseError,))

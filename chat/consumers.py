@@ -21,12 +21,19 @@ from contextlib import aclosing
 from typing import Any
 
 import orjson
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from chat import services
-from chat.errors import AuthenticationRequired, Busy, InternalError, PlatformError, ValidationFailed
+from chat.asyncdb import db
+from chat.errors import (
+    AuthenticationRequired,
+    Busy,
+    InternalError,
+    PlatformError,
+    StorageUnavailable,
+    ValidationFailed,
+)
 from chat.gateway.auth import client_ip, subject_for
 from chat.gateway.types import Subject
 from chat.gateway.validation import ANSWER_MODES, validate_user_message
@@ -40,13 +47,17 @@ from chat.renderers.websocket import (
     token_frame,
 )
 from chat.types import End, Error, Sources, Start, Token
+from chat.ws_auth import AUTH_UNAVAILABLE
 from monitoring import tracing
-from monitoring.metrics import WEBSOCKET_CONNECTIONS
+from monitoring.metrics import CHAT_STREAM_ERRORS, CHAT_WEBSOCKET_ANSWERS, WEBSOCKET_CONNECTIONS
+from monitoring.outages import is_unreachable_error
 
 log = logging.getLogger(__name__)
 
 # Close codes in the 4000 range (application-defined).
 CLOSE_UNAUTHENTICATED = 4401
+# RFC 6455 "try again later": who the user is cannot be read now (database unreachable).
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -66,9 +77,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         session = self.scope.get("session")
         authenticated = user is not None and user.is_authenticated
+        if self.scope.get(AUTH_UNAVAILABLE):
+            # Signed in or not, we cannot tell: refuse rather than chat as the wrong owner (chat.ws_auth).
+            await self._refuse_for_now()
+            return
         if session is not None and not session.session_key and (authenticated or settings.CHAT_ANONYMOUS_ENABLED):
             # The page view normally creates the session; a bare client gets one for this socket.
-            await database_sync_to_async(session.save)()
+            try:
+                await db(session.save)()
+            except Exception as exc:
+                if not is_unreachable_error(exc):
+                    raise
+                await self._refuse_for_now()
+                return
         if authenticated or (settings.CHAT_ANONYMOUS_ENABLED and session is not None):
             self.subject = subject_for(
                 principal=None,
@@ -84,6 +105,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         WEBSOCKET_CONNECTIONS.inc()
         self.connected = True
         self.heartbeat = asyncio.create_task(self._heartbeat())
+
+    async def _refuse_for_now(self) -> None:
+        await self.accept()
+        await self.send_json(error_frame(StorageUnavailable(), retry_after=5))
+        await self.close(code=CLOSE_TRY_AGAIN_LATER)
 
     async def disconnect(self, code: int) -> None:
         if not getattr(self, "connected", False):
@@ -157,6 +183,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(error_frame(exc))
             return
         self.answering = True
+        CHAT_WEBSOCKET_ANSWERS.inc()
         self.answer = asyncio.create_task(self._answer(text, conversation_id, regenerate, answer_mode))
 
     # One trace per answer, not per socket: a new root span, whatever the connection did before.
@@ -190,6 +217,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                         await self.send_json(end_frame(event))
                     elif isinstance(event, Error):
                         self.answering = False
+                        CHAT_STREAM_ERRORS.labels("websocket", f"{event.error.http_status // 100}xx").inc()
                         await self.send_json(
                             failed_frame(event.error, message_id=event.message_id, partial=event.partial)
                         )
@@ -200,6 +228,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json(stopped_frame(started, "".join(parts)))
         except Exception:
             log.exception("websocket answer failed")
+            CHAT_STREAM_ERRORS.labels("websocket", "5xx").inc()
             self.answering = False
             if getattr(self, "connected", False):
                 await self.send_json(error_frame(InternalError()))

@@ -19,6 +19,7 @@ from config.errors import (
     PlatformError,
     RateLimited,
     ServiceUnavailable,
+    StorageUnavailable,
     UnprocessableRequest,
     ValidationFailed,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "PlatformError",
     "RateLimited",
     "ServiceUnavailable",
+    "StorageUnavailable",
     "UnprocessableRequest",
     "ValidationFailed",
 ]

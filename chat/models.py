@@ -119,7 +119,12 @@ class Message(models.Model):
         ordering = ["created_at", "id"]
         verbose_name = _("message")
         verbose_name_plural = _("messages")
-        indexes = [models.Index(fields=["conversation", "created_at"], name="chat_msg_conv_created")]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="chat_msg_conv_created"),
+            # Only the few rows being generated: finds answers a crashed process left
+            # "streaming" (chat.services.answer_recovery) without scanning every message.
+            models.Index(fields=["created_at"], name="chat_msg_streaming", condition=models.Q(status="streaming")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"

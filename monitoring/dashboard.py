@@ -31,7 +31,11 @@ _LATENCY_SUM = "request_duration_seconds_sum"
 _CACHE = "response_cache_requests_total"
 _QUEUE = "inference_queue_depth"
 _UP = "inference_endpoint_up"
-_WANTED = {_REQUESTS, _LATENCY_BUCKET, _LATENCY_COUNT, _LATENCY_SUM, _CACHE, _QUEUE, _UP}
+# Failures inside streams that went out as 200 (and websocket answers, which HTTP never sees):
+# the error rate counts them, as the HighErrorRate alert does.
+_STREAM_ERRORS = "chat_stream_errors_total"
+_WS_ANSWERS = "chat_websocket_answers_total"
+_WANTED = {_REQUESTS, _LATENCY_BUCKET, _LATENCY_COUNT, _LATENCY_SUM, _CACHE, _QUEUE, _UP, _STREAM_ERRORS, _WS_ANSWERS}
 
 # An endpoint's last error can be a long traceback-ish text; the table needs the gist.
 _ERROR_CHARS = 300
@@ -52,6 +56,7 @@ def _metric_figures() -> dict[str, Any]:
     cache = {"hit": 0.0, "miss": 0.0}
     queue: dict[str, float] = {}
     up: dict[str, float] = {}
+    streams = {"errors_5xx": 0.0, "websocket_answers": 0.0}
     for family in _families():
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -78,6 +83,11 @@ def _metric_figures() -> dict[str, Any]:
             elif name == _UP:
                 endpoint = labels.get("endpoint", "")
                 up[endpoint] = max(up.get(endpoint, 0.0), value)
+            elif name == _STREAM_ERRORS:
+                if labels.get("status") == "5xx":
+                    streams["errors_5xx"] += value
+            elif name == _WS_ANSWERS:
+                streams["websocket_answers"] += value
     return {
         "requests": {"total": sum(by_status.values()), "by_status": by_status},
         "latency": {
@@ -89,6 +99,7 @@ def _metric_figures() -> dict[str, Any]:
         "cache": cache,
         "queue_depth": {"total": sum(queue.values()), "by_endpoint": queue},
         "endpoints_up": up,
+        "streams": streams,
     }
 
 

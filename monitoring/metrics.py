@@ -210,3 +210,30 @@ NON_MODEL_ANSWERS = Counter(
     "Answers made without the model, by kind (curated, extractive, not-found).",
     ["kind"],
 )
+
+# --- dependency faults (monitoring.outages, issue #20) -------------------------------
+DEPENDENCY_FAILURES = Counter(
+    "dependency_failures_total",
+    "Calls to a dependency that failed because it was unreachable (redis, database), by dependency.",
+    ["dependency"],
+)
+CHAT_STREAM_ERRORS = Counter(
+    "chat_stream_errors_total",
+    "Answers that failed after their stream had started (HTTP 200 already sent, or a websocket "
+    "frame), by channel (openai, rest, websocket) and the status class the error stands for (4xx, 5xx). "
+    "http_requests_total counts these requests as 2xx; the error-rate alert adds them.",
+    ["channel", "status"],
+)
+CHAT_WEBSOCKET_ANSWERS = Counter(
+    "chat_websocket_answers_total",
+    "Answers asked for over the chat websocket (requests that http_requests_total does not see).",
+)
+ANSWER_WRITES_DEFERRED = Counter(
+    "chat_answer_writes_deferred_total",
+    "Final answer writes that failed (database unreachable) and were queued in memory to be retried.",
+)
+ANSWER_WRITES_PENDING = Gauge(
+    "chat_answer_writes_pending",
+    "Final answer writes queued in memory, waiting for the database.",
+    multiprocess_mode="livesum",
+)

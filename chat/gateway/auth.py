@@ -11,6 +11,11 @@ Revocation is immediate across processes: the async path caches key rows per pro
 (GATEWAY_KEY_CACHE_S) but checks every cached hit against a Redis set of revoked key
 ids (one SISMEMBER); when Redis cannot answer it re-reads the row from the database.
 The DRF path reads the database on every request.
+
+While the database is unreachable, a key this process has seen keeps working with its
+last-known-good row (``config_stale_served_total{cache="api_keys"}``): integrators' requests
+that store nothing do not need PostgreSQL. A key never seen answers 503, not 401 or 500.
+Revocation is then as fresh as Redis' revoked set (immediate while Redis answers).
 """
 
 from __future__ import annotations
@@ -26,20 +31,22 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 
-from chat.errors import AuthenticationRequired
+from chat.asyncdb import db
+from chat.errors import AuthenticationRequired, ServiceUnavailable
 from chat.gateway.redis_async import redis_call
 from chat.gateway.types import Subject
-from config.local_cache import MISSING, LocalCache
+from config.local_cache import LOAD_WAIT_S, MISSING, LocalCache
 from config.redis import key, redis_enabled
 from monitoring.metrics import API_KEY_AUTHENTICATIONS
+from monitoring.outages import is_unreachable_error
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +190,32 @@ def forget_cached_keys() -> None:
     _keys.clear()
 
 
+async def _facts_from_db(prefix: str) -> _KeyFacts | None:
+    """The key's row, cached; while the database is unreachable, the last row this process saw.
+
+    Without one: ServiceUnavailable (503). With one, a hung database costs at most LOAD_WAIT_S.
+    """
+    stale = _keys.get_stale(prefix)
+    load = asyncio.ensure_future(db(_facts_sync)(prefix))
+    try:
+        if stale is MISSING:
+            facts = await load
+        else:
+            facts = await asyncio.wait_for(asyncio.shield(load), LOAD_WAIT_S)
+    except (DatabaseError, TimeoutError) as exc:
+        load.add_done_callback(lambda f: f.cancelled() or f.exception())  # never an unobserved error
+        if stale is MISSING:
+            raise ServiceUnavailable(
+                "API keys cannot be checked right now; try again shortly.", headers={"Retry-After": "5"}
+            ) from None
+        return _keys.fallback(prefix, exc)
+    if facts is not None:
+        _keys.set(prefix, facts)
+    else:
+        _keys.pop(prefix)
+    return facts
+
+
 async def _revoked_in_redis(key_id: int) -> bool | None:
     """True/False from Redis; None when Redis cannot answer (the caller re-reads the database)."""
     if not redis_enabled():
@@ -225,11 +258,7 @@ async def authenticate_bearer(
             API_KEY_AUTHENTICATIONS.labels(outcome="revoked").inc()
             raise AuthenticationRequired("This API key has been revoked.", reason="revoked_key")
     if reload:
-        facts = await database_sync_to_async(_facts_sync)(prefix)
-        if facts is not None:
-            _keys.set(prefix, facts)
-        else:
-            _keys.pop(prefix)
+        facts = await _facts_from_db(prefix)
     principal = _verify(facts, full_key)
     assert facts is not None
     now = timezone.now()
@@ -250,7 +279,7 @@ async def confirm_not_revoked(prefix: str, *, revoked_in_redis: bool | None) -> 
     AuthenticationRequired (401) for a revoked key (or one that stopped being valid).
     """
     if revoked_in_redis is None:
-        facts = await database_sync_to_async(_facts_sync)(prefix)
+        facts = await _facts_from_db(prefix)
         if facts is not None and facts.revoked_at is None and facts.user_active:
             return
     elif not revoked_in_redis:
@@ -262,9 +291,10 @@ async def confirm_not_revoked(prefix: str, *, revoked_in_redis: bool | None) -> 
 
 async def _touch_last_used(key_id: int, now: datetime) -> None:
     try:
-        await database_sync_to_async(_touch_last_used_sync)(key_id, now)
-    except Exception:
-        log.warning("could not record API key last use", exc_info=True)
+        await db(_touch_last_used_sync)(key_id, now)
+    except Exception as exc:
+        # A database outage is logged where it is seen (monitoring.outages), not per key use.
+        log.warning("could not record API key last use", exc_info=not is_unreachable_error(exc))
 
 
 def authenticate_bearer_sync(authorization_header: str | None) -> tuple[Any, Principal] | None:

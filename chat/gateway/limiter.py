@@ -24,9 +24,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from chat.asyncdb import db
 from config.local_cache import MISSING, LocalCache
 from config.redis import glob_escape, key
 
@@ -245,7 +245,10 @@ async def policies() -> PolicyTable:
     if _tables.get_stale(_KEY) is MISSING:
         _tables.set(_KEY, PolicyTable(), ttl=0)  # the last-known-good before any load: no limits
     return await _tables.aget_or_load(
-        _KEY, lambda: database_sync_to_async(_load_policies_sync)(), fallback_on=(Exception,)
+        # db(): the chat's database threads, not the one thread Django shares (a hung database must not block it).
+        _KEY,
+        lambda: db(_load_policies_sync)(),
+        fallback_on=(Exception,),
     )
 
 

@@ -15,7 +15,9 @@ import orjson
 from django.http import HttpResponse
 
 from chat.errors import PlatformError, RateLimited
+from chat.renderers.sse import count_stream_error
 from chat.types import ChatEvent, End, Error, Sources, Start, Token
+from monitoring.logging import get_request_id
 
 
 def _openai_type(err: PlatformError) -> str:
@@ -40,7 +42,10 @@ def _openai_code(err: PlatformError) -> str:
 
 def openai_error_body(err: PlatformError) -> dict[str, Any]:
     param = next(iter(err.fields), None) if err.fields else None
-    return {"error": {"message": err.message, "type": _openai_type(err), "param": param, "code": _openai_code(err)}}
+    body = {"message": err.message, "type": _openai_type(err), "param": param, "code": _openai_code(err)}
+    if err.http_status >= 500:
+        body["request_id"] = get_request_id()  # also in X-Request-ID; the log lines with it hold the detail
+    return {"error": body}
 
 
 def openai_error_response(err: PlatformError) -> HttpResponse:
@@ -118,7 +123,9 @@ class ChunkWriter:
                     yield b"data: [DONE]\n\n"
                     return
                 elif isinstance(event, Error):
-                    # OpenAI's way of failing mid-stream: an error event, then the stream ends.
+                    # OpenAI's way of failing mid-stream: an error event, then the stream ends
+                    # (counted: the response itself went out as 200).
+                    count_stream_error("openai", event.error)
                     yield b"data: " + orjson.dumps(openai_error_body(event.error)) + b"\n\n"
                     return
                 try:

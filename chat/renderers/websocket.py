@@ -8,12 +8,19 @@ from chat.errors import PlatformError
 from chat.markdown import answer_html
 from chat.types import End, Start
 from monitoring import tracing
+from monitoring.logging import get_request_id
 
 
 def error_frame(err: PlatformError, **extra: Any) -> dict[str, Any]:
-    """``{"type": "error", "code", "message", "retry_after", ...}`` (extras only when set)."""
+    """``{"type": "error", "code", "message", "retry_after", ...}`` (extras only when set).
+
+    A failure on our side (5xx) carries the connection's request id: the user can quote it,
+    and the log lines with that id hold the detail the message leaves out.
+    """
     frame = {"type": "error", **err.as_dict()["error"], **{k: v for k, v in extra.items() if v is not None}}
     frame.setdefault("retry_after", None)
+    if err.http_status >= 500:
+        frame.setdefault("request_id", get_request_id())
     return frame
 
 

@@ -26,16 +26,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
+
 from chat import checkpoints
 from chat import history as chat_history
 from chat.answering.curated import best_match
 from chat.answering.extractive import extractive_answer
 from chat.asyncdb import db
-from chat.errors import ContextLengthExceeded, InternalError, PlatformError
+from chat.errors import ContextLengthExceeded, InternalError, PlatformError, StorageUnavailable
 from chat.gateway import services as gateway
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from chat.models import AnswerMode, Conversation, Message
 from chat.prompt import Prompt, PromptTooLong, Source, build_prompt, estimate_tokens, map_citations
+from chat.services import answer_recovery
 from chat.services.answer_making import CURATED, EXTRACTIVE, NOT_FOUND, AnswerMaking, pieces
 from chat.services.answer_plan import Plan, cache_key, generation_params, prepare_complete, prepare_reply
 from chat.services.answer_store import Outcome, Stored, store_finish, store_start
@@ -164,6 +167,9 @@ class _Run(AnswerMaking):
                     )
                 except PlatformError as exc:  # e.g. the conversation was deleted meanwhile
                     yield _failed(exc)
+                    return
+                except (OperationalError, InterfaceError):  # unreachable: nothing stored, nothing generated (503)
+                    yield _failed(StorageUnavailable("Your message could not be saved; try again in a few seconds."))
                     return
                 if plan.regenerate:
                     await chat_history.drop_history(self.stored.conversation_id)
@@ -296,10 +302,10 @@ class _Run(AnswerMaking):
         except PromptTooLong as exc:
             outcome.status = Message.Status.ERROR
             outcome.error = ContextLengthExceeded(str(exc))
-        except Exception as exc:
+        except Exception:
             log.exception("chat answer failed")
             outcome.status = Message.Status.PARTIAL if parts else Message.Status.ERROR
-            outcome.error = InternalError(f"The answer failed ({type(exc).__name__}).")
+            outcome.error = InternalError()  # generic: the detail is in the log line above (same request id)
 
         outcome.content = "".join(parts)
         if curated is None:
@@ -321,14 +327,15 @@ class _Run(AnswerMaking):
         CHAT_RESPONSES.labels("cached" if outcome.cached else str(outcome.status)).inc()
         if self.stored:
             checkpoints.untrack(self.stored.message_id)
-            await db(store_finish)(self.stored, outcome)
-            if not (self.plan and self.plan.regenerate):
-                items = []
-                question = self.plan.question if self.plan else ""
-                if self.stored.user_message_id is not None:
-                    items.append({"id": self.stored.user_message_id, "role": "user", "content": question})
-                items.append({"id": self.stored.message_id, "role": "assistant", "content": outcome.content})
-                await chat_history.append_history(self.stored.conversation_id, items, new=self.stored.new_conversation)
+            try:
+                await db(store_finish)(self.stored, outcome)
+            except (OperationalError, InterfaceError):
+                # The database is unreachable, and the user has the answer: write it when the
+                # database is back (chat.services.answer_recovery; history refills then).
+                answer_recovery.defer(self.stored, outcome)
+            else:
+                answer_recovery.start_sweeper()
+                await self._append_history(outcome)
         # A curated reply is not cached: it is as cheap as a cache hit, and an operator's edit applies at once.
         reusable = outcome.status == Message.Status.COMPLETE and not outcome.cached and outcome.model != CURATED
         if reusable and self.cache_key and outcome.content:
@@ -345,6 +352,17 @@ class _Run(AnswerMaking):
                 )
             )
         self.usage = (outcome.prompt_tokens, 0 if outcome.cached else outcome.completion_tokens)
+
+    async def _append_history(self, outcome: Outcome) -> None:
+        """The exchange onto the conversation's Redis history (not for a regenerated answer)."""
+        if self.stored is None or (self.plan and self.plan.regenerate):
+            return
+        items = []
+        question = self.plan.question if self.plan else ""
+        if self.stored.user_message_id is not None:
+            items.append({"id": self.stored.user_message_id, "role": "user", "content": question})
+        items.append({"id": self.stored.message_id, "role": "assistant", "content": outcome.content})
+        await chat_history.append_history(self.stored.conversation_id, items, new=self.stored.new_conversation)
 
     async def _settle(self) -> None:
         if self.admission is None:

@@ -189,6 +189,10 @@ def dashboard(
 
 
 # --- dashboards ------------------------------------------------------------------
+STREAM_5XX = '(sum(rate(chat_stream_errors_total{status="5xx"}[5m])) or vector(0))'
+WS_ANSWERS = "(sum(rate(chat_websocket_answers_total[5m])) or vector(0))"
+
+
 def overview() -> dict:
     total = "sum(rate(http_requests_total[5m]))"
     return dashboard(
@@ -203,10 +207,12 @@ def overview() -> dict:
                 thresholds=[(None, "green"), (1, "yellow"), (3, "red")],
             ),
             stat(
-                "Error rate (5xx, 5 m)",
-                f'sum(rate(http_requests_total{{status=~"5.."}}[5m])) / {total}',
+                "Error rate (5xx and failed streams, 5 m)",
+                f'((sum(rate(http_requests_total{{status=~"5.."}}[5m])) or vector(0)) + {STREAM_5XX}) / ({total} + {WS_ANSWERS})',
                 "percentunit",
                 thresholds=[(None, "green"), (0.005, "yellow"), (0.01, "red")],
+                desc="As the HighErrorRate alert counts it: 5xx responses, plus answers that failed inside a stream "
+                "already sent as 200 (SSE error events, websocket error frames), over requests plus websocket answers.",
             ),
             stat(
                 "Active users (open chat websockets)",
@@ -253,6 +259,12 @@ def overview() -> dict:
                 "Chat errors/s by code",
                 queries((f"sum by (code) (rate(chat_errors_total[{RI}]))", "{{code}}")),
                 "ops",
+            ),
+            timeseries(
+                "Failed streams/s by channel (after a 200 or on a websocket)",
+                queries((f"sum by (channel, status) (rate(chat_stream_errors_total[{RI}]))", "{{channel}} {{status}}")),
+                "ops",
+                desc="Counted as 2xx by http_requests_total; the error rate above and HighErrorRate add the 5xx ones.",
             ),
             timeseries(
                 "Open chat websockets",

@@ -61,8 +61,8 @@ if [[ -z "${VLLM_URL:-}" ]]; then
   curl -sf "http://127.0.0.1:${LLM_PORT}/v1/models" >/dev/null || { echo "run: the LLM server did not start; see $LOGS/llm.log" >&2; tail -20 "$LOGS/llm.log" >&2; exit 1; }
 fi
 
-echo "run: starting the ingestion worker (log: $LOGS/worker.log)"
-$PY manage.py knowledge_worker >"$LOGS/worker.log" 2>&1 &
+echo "run: starting the ingestion worker, restarted if it exits (log: $LOGS/worker.log)"
+$PY deploy/local/supervise.py --name knowledge_worker -- $PY manage.py knowledge_worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
 
 echo "run: starting the web server (Daphne) on http://${HOST}:${PORT}/ (log: $LOGS/web.log)"

@@ -116,29 +116,63 @@ async def test_the_public_services_use_triton_endpoints_from_the_environment(db_
     assert {"vllm", "triton-embedding", "triton-reranker"} <= names
 
 
-async def test_readyz_has_one_check_per_enabled_endpoint(db_registry, async_client, settings):
+def _detail(settings) -> dict[str, str]:
+    """Settings for /readyz's detail, fresh each time: the internal token header."""
+    from monitoring.health import forget_report
+
+    forget_report()
     settings.READYZ_TIMEOUT = 10  # the shared 2-core box can be slow; the bound itself is monitoring's
+    settings.READYZ_TOKEN = "readyz-test-token"
+    return {"Authorization": "Bearer readyz-test-token"}
+
+
+async def test_readyz_has_one_check_per_endpoint_kind_naming_each_endpoint(db_registry, async_client, settings):
+    headers = _detail(settings)
     await db_registry.all_endpoints()  # as after the first request of the process
-    response = await async_client.get("/readyz")
+    response = await async_client.get("/readyz", headers=headers)
     checks = response.json()["checks"]
-    for name in (
-        "inference:generation:vllm",
-        "inference:embedding:triton-embedding",
-        "inference:reranker:triton-reranker",
+    for name, endpoint in (
+        ("inference:generation", "vllm"),
+        ("inference:embedding", "triton-embedding"),
+        ("inference:reranker", "triton-reranker"),
     ):
         assert checks[name]["status"] == "ok", checks[name]["detail"]
-    assert checks["inference:generation:vllm"]["required"] is True
-    assert checks["inference:reranker:triton-reranker"]["required"] is False
-    assert "dim 384" in checks["inference:embedding:triton-embedding"]["detail"]
+        assert f"{endpoint}: ok" in checks[name]["detail"]
+    assert checks["inference:generation"]["required"] is True
+    assert checks["inference:embedding"]["required"] is False
+    assert checks["inference:reranker"]["required"] is False
 
 
-async def test_readyz_before_the_registry_is_loaded_loads_and_probes_everything(db_registry, async_client, settings):
-    settings.READYZ_TIMEOUT = 10
+async def test_readyz_before_the_registry_is_loaded_loads_and_probes_the_required_kinds(
+    db_registry, async_client, settings
+):
+    headers = _detail(settings)
     assert not db_registry.loaded
-    response = await async_client.get("/readyz")
+    response = await async_client.get("/readyz", headers=headers)
     check = response.json()["checks"]["inference"]
     assert check["status"] == "ok", check["detail"]
+    assert "generation: 1/1 usable" in check["detail"]
     assert db_registry.loaded
+
+
+async def test_readyz_fails_while_every_generation_endpoint_is_behind_an_open_breaker(
+    db_registry, async_client, settings
+):
+    """The endpoint answers its probe again, but the breaker still refuses every request: not ready."""
+    headers = _detail(settings)
+    runtimes = await db_registry.all_endpoints()
+    (vllm,) = [rt for rt in runtimes if rt.kind == "generation"]
+    for _ in range(vllm.breaker.failure_threshold):
+        vllm.breaker.record_failure()
+    try:
+        response = await async_client.get("/readyz", headers=headers)
+        check = response.json()["checks"]["inference:generation"]
+        assert response.status_code == 503 and check["status"] == "down"
+        assert "breaker open" in check["detail"]
+    finally:
+        vllm.breaker.record_success()
+    _detail(settings)
+    assert (await async_client.get("/readyz", headers=headers)).status_code == 200
 
 
 async def test_an_unreachable_triton_is_reported_down(async_client):

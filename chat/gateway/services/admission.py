@@ -41,7 +41,7 @@ from chat.gateway import cache, limiter
 from chat.gateway.auth import confirm_not_revoked, revoked_set_key
 from chat.gateway.redis_async import REDIS_ERRORS, redis_call
 from chat.gateway.types import Admission, CachedAnswer, Subject
-from config.redis import redis_enabled
+from config.redis import REDIS_OUTAGE, redis_enabled
 from monitoring import tracing
 from monitoring.metrics import (
     CACHE_LATENCY,
@@ -88,9 +88,8 @@ def _mark_redis_down(exc: BaseException) -> None:
         return  # this process's pool is busy: not an outage, do not stop using Redis
     _redis_down_until = time.monotonic() + settings.RATELIMIT_REDIS_RETRY_S
     RATELIMIT_FALLBACKS.labels(mode=settings.RATELIMIT_FAIL_MODE).inc()
-    log.warning(
-        "Redis unreachable (%s: %s); rate limiting fails %s", type(exc).__name__, exc, settings.RATELIMIT_FAIL_MODE
-    )
+    # Logged once per outage interval with a count (monitoring.outages), not once per retry.
+    REDIS_OUTAGE.failed(exc)
 
 
 def redis_state_reset() -> None:
@@ -229,6 +228,8 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
             CACHE_REQUESTS.labels(result="error").inc()
         return _local_admission(checks, member)
     elapsed = time.perf_counter() - started
+    if REDIS_OUTAGE.down():
+        REDIS_OUTAGE.succeeded()
     if checks:
         RATELIMIT_LATENCY.observe(elapsed)
 

@@ -52,7 +52,10 @@
     if (dt <= 0 || requests < 0) return point;
     point.rps = requests / dt;
     const fivexx = (now.requests.by_status["5xx"] || 0) - (before.requests.by_status["5xx"] || 0);
-    point.errors = requests > 0 ? (100 * fivexx) / requests : null;
+    // Failures inside streams that went out as 200, and websocket answers (as the HighErrorRate alert counts them).
+    const streamed = (now.streams?.errors_5xx || 0) - (before.streams?.errors_5xx || 0);
+    const answers = requests + (now.streams?.websocket_answers || 0) - (before.streams?.websocket_answers || 0);
+    point.errors = answers > 0 ? (100 * (fivexx + streamed)) / answers : null;
     const hits = now.cache.hit - before.cache.hit;
     const lookups = hits + (now.cache.miss - before.cache.miss);
     point.cache = lookups > 0 ? (100 * hits) / lookups : null;

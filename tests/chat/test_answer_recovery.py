@@ -1,0 +1,74 @@
+"""Answers whose final write met a dead database are written when it is back; none stays 'streaming'."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import OperationalError
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+from chat.services import answer_recovery
+from chat.services.answer_store import Outcome, store_start
+from chat.types import Owner
+from monitoring.metrics import ANSWER_WRITES_DEFERRED
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _start():
+    return store_start(
+        owner=Owner(session_key="r" * 32), conversation=None, question="질문", regenerate=False, channel="web",
+        collection_ids=[],
+    )  # fmt: skip
+
+
+def _row(pk: int) -> Message:
+    return Message.objects.get(pk=pk)
+
+
+async def test_a_final_write_that_failed_is_written_when_the_database_answers(monkeypatch):
+    monkeypatch.setattr(answer_recovery, "BACKOFF_FIRST_S", 0.05)
+    stored = await database_sync_to_async(_start)()
+    real = answer_recovery.store_finish
+    attempts: list[int] = []
+
+    def flaky(stored_, outcome_):
+        attempts.append(1)
+        if len(attempts) <= 2:  # the database is down for the first two attempts
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(stored_, outcome_)
+
+    monkeypatch.setattr(answer_recovery, "store_finish", flaky)
+    before = ANSWER_WRITES_DEFERRED._value.get()
+    answer_recovery.defer(stored, Outcome(status=Message.Status.COMPLETE, content="빈집 답변"))
+    assert answer_recovery.pending_count() == 1
+    for _ in range(100):
+        if answer_recovery.pending_count() == 0:
+            break
+        await asyncio.sleep(0.05)
+    row = await database_sync_to_async(_row)(stored.message_id)
+    assert (row.status, row.content) == (Message.Status.COMPLETE, "빈집 답변")
+    assert len(attempts) == 3 and ANSWER_WRITES_DEFERRED._value.get() == before + 1
+
+
+def _abandoned() -> tuple[int, int, int]:
+    conversation = Conversation.objects.create(session_key="a" * 32, title="abandoned")
+    old = timezone.now() - dt.timedelta(hours=2)
+    empty = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    partial = Message.objects.create(conversation=conversation, role="assistant", status="streaming", content="반쯤")
+    live = Message.objects.create(conversation=conversation, role="assistant", status="streaming", content="생성 중")
+    Message.objects.filter(pk__in=[empty.pk, partial.pk]).update(created_at=old)
+    return empty.pk, partial.pk, live.pk
+
+
+def test_answers_a_dead_process_left_streaming_are_marked_interrupted():
+    empty, partial, live = _abandoned()
+    assert answer_recovery.sweep_abandoned() == 2
+    rows = {m.pk: m for m in Message.objects.filter(pk__in=[empty, partial, live])}
+    assert (rows[empty].status, rows[empty].error_code) == ("error", "interrupted")
+    assert (rows[partial].status, rows[partial].content) == ("partial", "반쯤")
+    assert rows[live].status == "streaming"  # an answer still being written elsewhere is left alone
