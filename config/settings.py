@@ -81,6 +81,7 @@ MIDDLEWARE = [
     "monitoring.logging.RequestIdMiddleware",
     "monitoring.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -467,6 +468,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Knowledge, conversations and an OpenAI-compatible chat endpoint.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Pinned, not @latest: these scripts run on our origin (config/security.py allows only this CDN, only there).
+    "SWAGGER_UI_DIST": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14",
+    "SWAGGER_UI_FAVICON_HREF": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/favicon-32x32.png",
+    "REDOC_DIST": "https://cdn.jsdelivr.net/npm/redoc@2.1.5",
     # One enum per model field, named after it (several models have a "status").
     "ENUM_NAME_OVERRIDES": {
         "DocumentStatusEnum": "knowledge.models.Document.Status",
