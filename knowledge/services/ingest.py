@@ -22,7 +22,7 @@ from django.utils import timezone
 from inference import services as inference
 from knowledge.errors import KnowledgeError
 from knowledge.models import Chunk, Document, vector_to_bytes
-from knowledge.parsing import extract_text
+from knowledge.sandbox import extract_text_isolated
 from knowledge.search import get_search_backend
 from knowledge.search.base import BaseSearchBackend, IndexedChunk
 from knowledge.text import chunk_text, detect_language
@@ -93,7 +93,8 @@ def document_ingest(*, document: Document, progress: Progress | None = None) -> 
             data = fh.read()
         if progress:
             progress(2, "parsing")
-        parsed = extract_text(data, filename=document.original_filename, file_type=document.file_type)
+        # In a bounded child process: time, memory, archive and page limits (knowledge/sandbox.py).
+        parsed = extract_text_isolated(data, filename=document.original_filename, file_type=document.file_type)
         pieces = chunk_text(parsed.text)
         if progress:
             progress(10, f"{len(pieces)} chunks")
