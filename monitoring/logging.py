@@ -30,6 +30,8 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
+from monitoring.key_redaction import PLATFORM_KEY, PLATFORM_KEY_MASK
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER_BYTES = REQUEST_ID_HEADER.lower().encode()
 # Accept a caller's id only when it is short and plain: it lands in every log line.
@@ -86,6 +88,8 @@ _REDACTIONS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] 
     ),
     # OpenAI-style secret keys anywhere in the text.
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), f"sk-{_MASK}"),
+    # The platform's own keys anywhere in the text (monitoring/key_redaction.py).
+    (PLATFORM_KEY, PLATFORM_KEY_MASK),
     # Credentials inside URLs: postgres://vh:secret@host -> postgres://vh:[REDACTED]@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@"), rf"\1{_MASK}@"),
 ]

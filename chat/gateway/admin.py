@@ -54,9 +54,21 @@ class APIKeyForm(forms.ModelForm):
         choices=[(s, s) for s in API_KEY_SCOPES], widget=forms.CheckboxSelectMultiple, initial=["chat"]
     )
 
+    # Set by APIKeyAdmin.get_form: who is creating the key.
+    request_user: Any = None
+
     class Meta:
         model = APIKey
         fields = ("name", "user", "scopes", "policy", "expires_at")
+
+    def clean_user(self) -> Any:
+        owner = self.cleaned_data.get("user")
+        creator = self.request_user
+        # A key acts as its owner: minting one for someone else is acting as them (a staff user
+        # could otherwise become a superuser through a key). Only superusers may.
+        if creator is not None and owner is not None and owner != creator and not creator.is_superuser:
+            raise forms.ValidationError(_("Only a superuser may create a key for another user."))
+        return owner
 
 
 @admin.register(APIKey)
@@ -68,6 +80,15 @@ class APIKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
     autocomplete_fields = ("user",)
     actions = ("revoke",)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.request_user = request.user
+        return form
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A key's owner never changes: re-pointing a key is minting one for someone else.
+        return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
 
     @admin.display(description=_("scopes"))
     def scope_list(self, obj: APIKey) -> str:
@@ -84,6 +105,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         created = services.apikey_create(
+            created_by=request.user,
             name=obj.name,
             user=obj.user,
             scopes=list(form.cleaned_data["scopes"]),
