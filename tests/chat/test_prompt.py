@@ -43,7 +43,10 @@ def test_it_numbers_sources_in_rank_order_in_the_system_message():
     system, question = prompt.messages[0], prompt.messages[-1]
     assert system.role == "system"
     assert system.content.startswith(f"SYSTEM\n\n참고 자료:\n{SOURCES_RULE}\n<sources>\n")
-    assert '<source n="1" title="문서 1">\n첫째\n</source>\n<source n="2" title="문서 2">\n둘째\n</source>' in system.content
+    assert (
+        '<source n="1" title="문서 1">\n첫째\n</source>\n<source n="2" title="문서 2">\n둘째\n</source>'
+        in system.content
+    )
     assert system.content.endswith("</sources>")
     assert question.role == "user" and question.content == "빈집 철거 지원금은?"
     assert [s.n for s in prompt.sources] == [1, 2]
@@ -160,5 +163,5 @@ def test_instructions_inside_a_source_stay_inside_its_element():
     assert system.count("<sources>") == 1 and system.count("</sources>") == 1
     assert system.count("<source ") == 2 and system.count("</source>") == 2
     assert "&lt;/sources&gt;" in system and "&lt;source n=&quot;9&quot;" not in system  # text: only <, >, & escaped
-    assert "&lt;source n=\"9\" title=\"x\"&gt;" in system
+    assert '&lt;source n="9" title="x"&gt;' in system
     assert system.index(SOURCES_RULE) < system.index("<sources>")
