@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -171,7 +172,7 @@ class _PageAdmin(admin.ModelAdmin):
 class RateLimitUsageAdmin(_PageAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if not self.has_view_permission(request):
-            raise admin.sites.PermissionDenied
+            raise PermissionDenied
         form = UsageQueryForm(request.POST or request.GET or None)
         rows: list[selectors.Usage] = []
         if form.is_bound and form.is_valid():
@@ -183,7 +184,7 @@ class RateLimitUsageAdmin(_PageAdmin):
             )
             if request.method == "POST" and request.POST.get("action") == "reset":
                 if not self.has_change_permission(request):
-                    raise admin.sites.PermissionDenied
+                    raise PermissionDenied
                 chosen = set(request.POST.getlist("subject"))
                 try:
                     n = services.ratelimit_reset(subjects=[t.subject for t in targets if t.subject in chosen])
@@ -226,10 +227,10 @@ class TTLForm(forms.Form):
 class ResponseCacheAdmin(_PageAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if not self.has_view_permission(request):
-            raise admin.sites.PermissionDenied
+            raise PermissionDenied
         if request.method == "POST":
             if not self.has_change_permission(request):
-                raise admin.sites.PermissionDenied
+                raise PermissionDenied
             response = self._act(request)
             if response is not None:
                 return response
