@@ -28,6 +28,7 @@ from rest_framework.views import APIView
 
 from chat import selectors, services
 from chat.errors import NotFound
+from chat.gateway import services as gateway
 from chat.gateway.auth import Principal, client_ip, subject_for
 from chat.gateway.validation import validate_chat_request
 from chat.markdown import answer_html
@@ -52,9 +53,14 @@ def authentication_classes() -> list[type]:
 
 
 def ensure_session(request: Any) -> str:
-    """The anonymous caller's session key, creating (and so sending a cookie for) a session if needed."""
+    """The anonymous caller's session key, creating (and so sending a cookie for) a session if needed.
+
+    A new session counts against its address's CHAT_ANONYMOUS_SESSIONS_PER_IP (RateLimited, 429):
+    a client that drops its cookie on every request does not get a fresh budget each time.
+    """
     session = request.session
     if not session.session_key or not session.get("chat"):
+        gateway.check_action_sync(gateway.session_checks(client_ip(request.META)))
         session["chat"] = True  # non-empty + modified: SessionMiddleware sends the cookie
         session.save()
     return session.session_key
@@ -230,8 +236,11 @@ class ConversationListView(ChatAPIView):
     def post(self, request: Request) -> Response:
         body = ConversationCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        owner = owner_of(request, create_session=True)
+        # An empty conversation costs no model call (so admit() never sees it) but it is a row.
+        gateway.check_action_sync(gateway.conversation_checks(subject_of(request)))
         conversation = services.conversation_create(
-            owner=owner_of(request, create_session=True),
+            owner=owner,
             title=body.validated_data["title"],
             channel=Conversation.Channel.API,
             collection_ids=body.validated_data["collection_ids"],

@@ -31,9 +31,11 @@ from chat.errors import (
     Busy,
     InternalError,
     PlatformError,
+    RateLimited,
     StorageUnavailable,
     ValidationFailed,
 )
+from chat.gateway import services as gateway
 from chat.gateway.auth import client_ip, subject_for
 from chat.gateway.types import Subject
 from chat.gateway.validation import ANSWER_MODES, validate_user_message
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 # RFC 6455 "try again later": who the user is cannot be read now (database unreachable).
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_RATE_LIMITED = 4429
+CLOSE_TOO_BIG = 1009
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -82,7 +86,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._refuse_for_now()
             return
         if session is not None and not session.session_key and (authenticated or settings.CHAT_ANONYMOUS_ENABLED):
-            # The page view normally creates the session; a bare client gets one for this socket.
+            # The page view normally creates the session; a bare client gets one for this socket,
+            # within its address's budget of new sessions (a cookie-less flood gets no fresh budgets).
+            if not authenticated:
+                try:
+                    await gateway.check_action(gateway.session_checks(client_ip(self.scope)))
+                except RateLimited as exc:
+                    await self.accept()
+                    await self.send_json(error_frame(exc))
+                    await self.close(code=CLOSE_RATE_LIMITED)
+                    return
             try:
                 await db(session.save)()
             except Exception as exc:
@@ -140,6 +153,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return orjson.dumps(content).decode()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if len(text_data or bytes_data or "") > settings.CHAT_WS_MAX_FRAME_BYTES:
+            # The production server refuses such a frame itself (config/workers.py); any other server
+            # gets the same answer here: 1009, "message too big".
+            await self.close(code=CLOSE_TOO_BIG)
+            return
         try:
             content = await self.decode_json(text_data or "")
         except orjson.JSONDecodeError:

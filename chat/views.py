@@ -10,6 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from chat.api import ensure_session
+from chat.errors import RateLimited
 
 
 def ui_strings() -> dict[str, str]:
@@ -49,7 +50,13 @@ def index(request: HttpRequest) -> HttpResponse:
         if not settings.CHAT_ANONYMOUS_ENABLED:
             return redirect_to_login(request.get_full_path())
         # The websocket identifies an anonymous visitor by this session.
-        ensure_session(request)
+        try:
+            ensure_session(request)
+        except RateLimited as exc:  # too many new sessions from this address
+            response = HttpResponse(exc.message, status=exc.http_status, content_type="text/plain; charset=utf-8")
+            for name, value in exc.headers.items():
+                response[name] = value
+            return response
     config = {
         "wsPath": "/ws/chat/",
         "apiBase": "/api/",

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from rest_framework import exceptions
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -45,3 +47,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     code = getattr(detail, "code", None) or "error"
     response.data = {"error": {"code": code, "message": str(detail) if detail is not None else "The request failed."}}
     return response
+
+
+class BoundedPagination(LimitOffsetPagination):
+    """``?limit=&offset=`` pages of at most API_MAX_PAGE_SIZE rows (a larger ``limit`` gets the maximum).
+
+    The default list pagination of every DRF view (REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"]):
+    without a maximum, one anonymous ``?limit=100000000`` would read a whole table.
+    """
+
+    @property
+    def max_limit(self) -> int:  # type: ignore[override]
+        return settings.API_MAX_PAGE_SIZE

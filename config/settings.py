@@ -90,6 +90,7 @@ MIDDLEWARE = [
     "monitoring.logging.RequestIdMiddleware",
     "monitoring.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -302,6 +303,13 @@ KNOWLEDGE_JOBS_INLINE = env_bool("KNOWLEDGE_JOBS_INLINE", False)
 KNOWLEDGE_JOB_MAX_ATTEMPTS = env_int("KNOWLEDGE_JOB_MAX_ATTEMPTS", 3)
 KNOWLEDGE_JOB_RETRY_DELAY = env_float("KNOWLEDGE_JOB_RETRY_DELAY", 30.0)
 KNOWLEDGE_JOB_LOCK_TIMEOUT = env_float("KNOWLEDGE_JOB_LOCK_TIMEOUT", 1800.0)
+# Parsing runs in a child process of the worker with these bounds (knowledge/sandbox.py): a file
+# that needs more fails its job with the reason; the web process never expands an archive.
+KNOWLEDGE_PARSE_TIMEOUT_S = env_float("KNOWLEDGE_PARSE_TIMEOUT_S", 60.0)
+KNOWLEDGE_PARSE_MAX_MEMORY_MB = env_int("KNOWLEDGE_PARSE_MAX_MEMORY_MB", 1024)
+KNOWLEDGE_MAX_UNPACKED_MB = env_int("KNOWLEDGE_MAX_UNPACKED_MB", 200)
+KNOWLEDGE_MAX_COMPRESSION_RATIO = env_int("KNOWLEDGE_MAX_COMPRESSION_RATIO", 100)
+KNOWLEDGE_MAX_PDF_PAGES = env_int("KNOWLEDGE_MAX_PDF_PAGES", 2000)
 # Retrieval: candidates per ranking, reciprocal rank fusion, reranking.
 KNOWLEDGE_SEARCH_CANDIDATES = env_int("KNOWLEDGE_SEARCH_CANDIDATES", 50)
 KNOWLEDGE_RRF_K = env_int("KNOWLEDGE_RRF_K", 60)
@@ -428,11 +436,54 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 MEDIA_URL = "media/"
 WHITENOISE_USE_FINDERS = DEBUG
 
-# Behind a TLS-terminating proxy (see deploy/nginx): trust its X-Forwarded-Proto.
-if env_bool("BEHIND_TLS_PROXY", False):
+# --- Security (docs/security.md) ---------------------------------------------
+
+# Behind a TLS-terminating proxy (see deploy/nginx): trust its X-Forwarded-Proto, mark the
+# cookies secure and tell browsers to come back over HTTPS only (HSTS).
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# Links out of the site carry the origin only, never a conversation's URL.
+SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
+# The Content-Security-Policy of every page (config/security.py): scripts only from this
+# origin (no inline script, no CDN), nothing framed, no plugins.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+# Reverse proxies whose X-Forwarded-For is believed (CIDRs); anyone else's address is their TCP peer.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", ["127.0.0.1/32", "::1/128"])
+try:
+    from config.proxies import parse_networks
+
+    parse_networks(TRUSTED_PROXIES)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (comma-separated CIDRs, e.g. 10.0.0.0/8).") from None
+# Anonymous traffic's own global bucket: this share of the global policy (requests, tokens,
+# concurrency), counted apart, so anonymous floods cannot use up signed-in users' and keys' share.
+RATELIMIT_ANONYMOUS_GLOBAL_SHARE = env_float("RATELIMIT_ANONYMOUS_GLOBAL_SHARE", 0.5)
+if not 0 < RATELIMIT_ANONYMOUS_GLOBAL_SHARE <= 1:
+    raise ImproperlyConfigured("RATELIMIT_ANONYMOUS_GLOBAL_SHARE must be in (0, 1].")
+# New anonymous sessions one client address may open per window (a NAT shares it: keep it generous).
+CHAT_ANONYMOUS_SESSIONS_PER_IP = env_int("CHAT_ANONYMOUS_SESSIONS_PER_IP", 60)
+CHAT_ANONYMOUS_SESSIONS_WINDOW_S = env_int("CHAT_ANONYMOUS_SESSIONS_WINDOW_S", 3600)
+# Conversations one caller (user, key, anonymous session and its address) may start per window.
+CHAT_CONVERSATIONS_PER_WINDOW = env_int("CHAT_CONVERSATIONS_PER_WINDOW", 60)
+CHAT_CONVERSATIONS_WINDOW_S = env_int("CHAT_CONVERSATIONS_WINDOW_S", 3600)
+# Largest websocket frame a client may send (the server closes the socket above it).
+CHAT_WS_MAX_FRAME_BYTES = env_int("CHAT_WS_MAX_FRAME_BYTES", 64 * 1024)
+# Domains answers may link to besides the platform's own pages (other links render as text).
+CHAT_LINK_ALLOWED_DOMAINS = [d.lower().lstrip(".") for d in env_list("CHAT_LINK_ALLOWED_DOMAINS", [])]
+# Most rows a REST list returns per page, whatever ``limit`` asks.
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 200)
 
 # --- REST API ----------------------------------------------------------------
 
@@ -442,7 +493,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # LimitOffsetPagination with a maximum (API_MAX_PAGE_SIZE): no list answers with every row.
+    "DEFAULT_PAGINATION_CLASS": "config.drf.BoundedPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.drf.exception_handler",
 }
@@ -451,6 +503,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Knowledge, conversations and an OpenAI-compatible chat endpoint.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Pinned, not @latest: these scripts run on our origin (config/security.py allows only this CDN, only there).
+    "SWAGGER_UI_DIST": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14",
+    "SWAGGER_UI_FAVICON_HREF": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.17.14/favicon-32x32.png",
+    "REDOC_DIST": "https://cdn.jsdelivr.net/npm/redoc@2.1.5",
     # One enum per model field, named after it (several models have a "status").
     "ENUM_NAME_OVERRIDES": {
         "DocumentStatusEnum": "knowledge.models.Document.Status",

@@ -9,6 +9,9 @@ implementation on ``auto`` and keeps permessage-deflate on. The platform names t
   deprecated in uvicorn);
 * a 1 ms GIL switch interval, and garbage collection tuned for many long-lived streams
   (below);
+* websocket messages of at most CHAT_WS_MAX_FRAME_BYTES (64 KiB; uvicorn's default is
+  16 MiB): a chat frame is a question of at most GATEWAY_MAX_MESSAGE_CHARS, and a larger
+  one closes the socket (1009) before it is buffered whole (docs/security.md);
 * no permessage-deflate: a chat streams tens of thousands of frames a second of a few
   dozen bytes each (one token), which compression does not shrink but makes about 35 %
   more expensive to send (17.7 vs 13.0 us per frame measured on uvicorn 0.54,
@@ -18,6 +21,7 @@ implementation on ``auto`` and keeps permessage-deflate on. The platform names t
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from typing import Any
 
@@ -30,6 +34,8 @@ class UvicornWorker(_UvicornWorker):
         "http": "httptools",
         "ws": "websockets-sansio",
         "ws_per_message_deflate": False,
+        # Read from the environment: gunicorn builds the worker before Django's settings load.
+        "ws_max_size": int(os.environ.get("CHAT_WS_MAX_FRAME_BYTES", "").strip() or 64 * 1024),
     }
 
     # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).

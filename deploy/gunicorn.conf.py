@@ -70,8 +70,10 @@ keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 # Recycling bounds slow leaks but drops a worker's open websockets; off by default.
 max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
-# Trust X-Forwarded-For/-Proto only from the reverse proxy (nginx / the ingress).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Trust X-Forwarded-For/-Proto only from the reverse proxy (nginx / the ingress): the same
+# CIDRs the app believes (TRUSTED_PROXIES, config/proxies.py), unless set apart. Never "*":
+# then any client that reaches the port picks its own address (and rate-limit budget).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or os.environ.get("TRUSTED_PROXIES") or "127.0.0.1"
 
 # --- logging: the application logs requests itself (monitoring.logging) ----------
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None

@@ -19,7 +19,11 @@ class InferenceError(PlatformError):
     retryable = False
 
     def __init__(self, message: str | None = None, *, endpoint: str | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+        # What callers see is the class's own message; the detail (upstream text, host names,
+        # addresses, exception text) is for the log only: str(exc) and ``detail``.
+        super().__init__(None, **kwargs)
+        self.detail = message or self.message
+        self.args = (self.detail,)
         # Which endpoint failed: for logs and metrics, never part of the rendered body.
         self.endpoint = endpoint
         if self.http_status >= 500:

@@ -34,6 +34,7 @@ from knowledge.services import (
     document_request_reindex,
     document_update_metadata,
     document_upload_many,
+    index_generation_advance,
     index_reconcile,
 )
 
@@ -57,6 +58,12 @@ class CollectionAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj: Collection) -> None:
         collection_delete(collection=obj)
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if change and {"is_public", "readers", "reader_groups"} & set(form.changed_data):
+            # Who may read it changed: answers cached over it must not be served to the others.
+            index_generation_advance(reason=f"collection {form.instance.pk} access")
 
     def delete_queryset(self, request, queryset) -> None:
         for collection in queryset:

@@ -41,6 +41,23 @@ class CorruptFile(InvalidUpload):
     code = "corrupt_file"
 
 
+class ParseLimitExceeded(InvalidUpload):
+    """The file needs more than a parse may take (pages, time, memory): knowledge/sandbox.py."""
+
+    code = "parse_limit_exceeded"
+    http_status = 413
+
+
+class ArchiveTooLarge(ParseLimitExceeded):
+    """A package (docx) that would unpack past KNOWLEDGE_MAX_UNPACKED_MB or the ratio cap."""
+
+    code = "archive_too_large"
+
+
+class ParseTimeout(ParseLimitExceeded):
+    code = "parse_timeout"
+
+
 class UndecodableText(InvalidUpload):
     code = "undecodable_text"
 

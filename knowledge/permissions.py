@@ -79,7 +79,7 @@ class CanReadKnowledge(BasePermission):
 
 
 class CanWriteKnowledge(BasePermission):
-    """A key with ``knowledge:write``, or a signed-in user with staff or a knowledge model permission.
+    """A key with ``knowledge:write``, or a signed-in user with a knowledge model permission.
 
     Which collections (and whether creating collections) is decided per operation by the
     views through ``knowledge.selectors`` with the caller's (the key owner's) rights.
@@ -94,7 +94,9 @@ class CanWriteKnowledge(BasePermission):
             require_scope(request, "write")
             return True
         user = request.user
-        return bool(user.is_staff or any(user.has_perm(p) for p in WRITE_MODEL_PERMISSIONS))
+        # Fail-closed: being staff (admin access) is not a write right; a knowledge model
+        # permission is (a superuser has every permission).
+        return any(user.has_perm(p) for p in WRITE_MODEL_PERMISSIONS)
 
 
 WRITE_MODEL_PERMISSIONS = (

@@ -11,8 +11,9 @@ then the user rules apply:
 - authenticated user: public collections + those granted to the user or one of their groups;
 - anonymous: public collections only.
 
-Writing needs staff, or the ``knowledge.add_document`` permission plus a grant on
-the collection (public is not enough). A principal that is not a user but has a
+Writing needs the ``knowledge.add_document`` permission (staff alone is not enough;
+superusers have it), and for a non-staff user a grant on the collection (public is not
+enough). A principal that is not a user but has a
 ``user_id`` (the gateway's API-key principal) gets its user's rights unless a
 resolver says otherwise.
 """
@@ -75,12 +76,15 @@ def _collection_ids(principal: Any, access: Access):
         if access == "write":
             return collections.none().values_list("id", flat=True)
         return collections.filter(is_public=True).values_list("id", flat=True)
-    if user.is_staff or user.is_superuser:
-        return collections.values_list("id", flat=True)
     if access == "write":
+        # Fail-closed: writing needs the permission, staff or not (a superuser has it).
         if not user.has_perm("knowledge.add_document"):
             return collections.none().values_list("id", flat=True)
+        if user.is_staff or user.is_superuser:
+            return collections.values_list("id", flat=True)
         return collections.filter(_granted(user)).values_list("id", flat=True).distinct()
+    if user.is_staff or user.is_superuser:
+        return collections.values_list("id", flat=True)
     return collections.filter(Q(is_public=True) | _granted(user)).values_list("id", flat=True).distinct()
 
 
@@ -111,10 +115,10 @@ def may_manage_collections(
     user = _as_user(principal)
     if user is None or not getattr(user, "is_authenticated", False):
         return False
+    if not user.has_perm(f"knowledge.{action}_collection"):
+        return False  # fail-closed: staff without the permission may not either
     if user.is_staff or user.is_superuser:
         return True
-    if not user.has_perm(f"knowledge.{action}_collection"):
-        return False
     return collection is None or Collection.objects.filter(_granted(user), pk=collection.pk).exists()
 
 

@@ -34,6 +34,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 # opentelemetry-api only (no Django): this module stays safe to import from settings.
 from monitoring import tracing
+from monitoring.key_redaction import PLATFORM_KEY, PLATFORM_KEY_MASK
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # The trace of the request (32 hex digits, what Jaeger searches for); only with tracing on.
@@ -93,6 +94,8 @@ _REDACTIONS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] 
     ),
     # OpenAI-style secret keys anywhere in the text.
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), f"sk-{_MASK}"),
+    # The platform's own keys anywhere in the text (monitoring/key_redaction.py).
+    (PLATFORM_KEY, PLATFORM_KEY_MASK),
     # Credentials inside URLs: postgres://vh:secret@host -> postgres://vh:[REDACTED]@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+@"), rf"\1{_MASK}@"),
 ]

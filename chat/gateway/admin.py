@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -54,9 +55,21 @@ class APIKeyForm(forms.ModelForm):
         choices=[(s, s) for s in API_KEY_SCOPES], widget=forms.CheckboxSelectMultiple, initial=["chat"]
     )
 
+    # Set by APIKeyAdmin.get_form: who is creating the key.
+    request_user: Any = None
+
     class Meta:
         model = APIKey
         fields = ("name", "user", "scopes", "policy", "expires_at")
+
+    def clean_user(self) -> Any:
+        owner = self.cleaned_data.get("user")
+        creator = self.request_user
+        # A key acts as its owner: minting one for someone else is acting as them (a staff user
+        # could otherwise become a superuser through a key). Only superusers may.
+        if creator is not None and owner is not None and owner != creator and not creator.is_superuser:
+            raise forms.ValidationError(_("Only a superuser may create a key for another user."))
+        return owner
 
 
 @admin.register(APIKey)
@@ -68,6 +81,15 @@ class APIKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
     autocomplete_fields = ("user",)
     actions = ("revoke",)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.request_user = request.user
+        return form
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A key's owner never changes: re-pointing a key is minting one for someone else.
+        return (*self.readonly_fields, "user") if obj is not None else self.readonly_fields
 
     @admin.display(description=_("scopes"))
     def scope_list(self, obj: APIKey) -> str:
@@ -84,6 +106,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             super().save_model(request, obj, form, change)
             return
         created = services.apikey_create(
+            created_by=request.user,
             name=obj.name,
             user=obj.user,
             scopes=list(form.cleaned_data["scopes"]),
@@ -149,7 +172,7 @@ class _PageAdmin(admin.ModelAdmin):
 class RateLimitUsageAdmin(_PageAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if not self.has_view_permission(request):
-            raise admin.sites.PermissionDenied
+            raise PermissionDenied
         form = UsageQueryForm(request.POST or request.GET or None)
         rows: list[selectors.Usage] = []
         if form.is_bound and form.is_valid():
@@ -161,7 +184,7 @@ class RateLimitUsageAdmin(_PageAdmin):
             )
             if request.method == "POST" and request.POST.get("action") == "reset":
                 if not self.has_change_permission(request):
-                    raise admin.sites.PermissionDenied
+                    raise PermissionDenied
                 chosen = set(request.POST.getlist("subject"))
                 try:
                     n = services.ratelimit_reset(subjects=[t.subject for t in targets if t.subject in chosen])
@@ -204,10 +227,10 @@ class TTLForm(forms.Form):
 class ResponseCacheAdmin(_PageAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         if not self.has_view_permission(request):
-            raise admin.sites.PermissionDenied
+            raise PermissionDenied
         if request.method == "POST":
             if not self.has_change_permission(request):
-                raise admin.sites.PermissionDenied
+                raise PermissionDenied
             response = self._act(request)
             if response is not None:
                 return response

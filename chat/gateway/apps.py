@@ -17,6 +17,12 @@ class GatewayConfig(AppConfig):
         # The knowledge API cannot import the gateway (a lower layer), so the gateway plugs its
         # key authentication in; the scope checks are knowledge.permissions' own (fail-closed).
         permissions.register_authentication(APIKeyAuthentication)
+        # After a document is deleted, replaced or hidden, answers cached over it are purged
+        # (they are already unservable: their index generation is past, chat.gateway.cache).
+        from chat.gateway.services.response_cache import cache_purge_stale
+        from knowledge.services.generation import on_index_change
+
+        on_index_change(cache_purge_stale)
         _register_schema_extension()
 
 

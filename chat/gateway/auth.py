@@ -43,6 +43,7 @@ from chat.asyncdb import db
 from chat.errors import AuthenticationRequired, ServiceUnavailable
 from chat.gateway.redis_async import redis_call
 from chat.gateway.types import Subject
+from config import proxies
 from config.local_cache import LOAD_WAIT_S, MISSING, LocalCache
 from config.redis import key, redis_enabled
 from monitoring.metrics import API_KEY_AUTHENTICATIONS
@@ -364,13 +365,10 @@ def require_scope(principal: Principal | None, scope: str) -> None:
 def client_ip(meta_or_scope: dict[str, Any]) -> str:
     """The client address from a Django request.META or an ASGI scope.
 
-    Behind a proxy, run uvicorn/gunicorn with proxy headers enabled (forwarded-allow-ips):
-    the server then puts the real client address here; X-Forwarded-For is never trusted blindly.
+    ``X-Forwarded-For`` counts only from the proxies in TRUSTED_PROXIES (config.proxies):
+    a client that writes its own header still gets its own TCP address.
     """
-    if "REMOTE_ADDR" in meta_or_scope:
-        return str(meta_or_scope.get("REMOTE_ADDR") or "")
-    client = meta_or_scope.get("client")
-    return str(client[0]) if client else ""
+    return proxies.client_ip(meta_or_scope)
 
 
 def subject_for(

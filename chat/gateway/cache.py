@@ -1,6 +1,9 @@
 """Response cache: key scheme, (de)serialisation, and the Redis-held TTL override.
 
-Entries are ``vh:chat:response:<sha256>`` -> JSON of a CachedAnswer, with a TTL. The
+Entries are ``vh:chat:response:<sha256>`` -> JSON of a CachedAnswer, with a TTL, and the
+index generation it was made at (``gen``: served only while the generation is the same,
+``knowledge.services.generation``); ``vh:chat:cachegen:<generation>`` lists each
+generation's entries so that a purge removes the stale ones. The
 hit/lookup counters live in one Redis hash (``vh:gateway:cache_stats``) so every replica
 contributes to the hit rate the admin page shows.
 """
@@ -41,15 +44,34 @@ def config_key() -> str:
     return key("gateway", "config")
 
 
+def generation_set_key(generation: int) -> str:
+    """The entries stored at one index generation (what a purge of older generations unlinks)."""
+    return key("chat", "cachegen", generation)
+
+
+def current_generation(raw: bytes | str | None) -> int | None:
+    """The index generation as read from Redis (None: not set yet, the cache is bypassed)."""
+    try:
+        return int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def fresh(data: dict[str, Any], generation: int | None) -> bool:
+    """An entry may be served only at the index generation it was made at (docs/security.md)."""
+    return generation is not None and data.get("gen") == generation
+
+
 def digest(payload: dict[str, Any]) -> str:
     """sha256 of a canonical JSON encoding (sorted keys, no whitespace, UTF-8)."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def encode(answer: Any) -> bytes:
+def encode(answer: Any, generation: int | None = None) -> bytes:
     return json.dumps(
         {
+            "gen": generation,
             "content": answer.content,
             "citations": answer.citations,
             "model": answer.model,

@@ -21,7 +21,8 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -260,8 +261,13 @@ def invalidate_policies() -> None:
 def checks_for(subject: Any, table: PolicyTable) -> list[Check]:
     """The limits that apply to a request from ``subject`` (a services.Subject)."""
     checks: list[Check] = []
+    anonymous = subject.api_key_id is None and (subject.user_id is None or subject.is_anonymous)
     if (p := table.defaults.get("global")) is not None:
-        checks.append(Check("global", "global", p))
+        # Anonymous requests have a bucket of their own (a share of the global policy): a flood of
+        # them is refused there and never uses up the share of signed-in users and API keys.
+        checks.append(
+            Check("global", "global:anonymous", anonymous_share(p)) if anonymous else Check("global", "global", p)
+        )
     if subject.api_key_id is not None:
         p = table.by_id.get(subject.api_key_policy_id) if subject.api_key_policy_id else None
         p = p or table.defaults.get("api_key")
@@ -276,6 +282,25 @@ def checks_for(subject: Any, table: PolicyTable) -> list[Check]:
         if subject.ip and (p := table.defaults.get("ip")) is not None:
             checks.append(Check("ip", f"ip:{subject.ip}", p))
     return checks
+
+
+def anonymous_share(policy: Policy) -> Policy:
+    """The global policy scaled by RATELIMIT_ANONYMOUS_GLOBAL_SHARE (at least 1 where it limits)."""
+    return _scaled(policy, settings.RATELIMIT_ANONYMOUS_GLOBAL_SHARE)
+
+
+@lru_cache(maxsize=16)  # per policy row version: no new object per request
+def _scaled(policy: Policy, share: float) -> Policy:
+    def scaled(n: int) -> int:
+        return max(1, int(n * share)) if n else 0
+
+    return replace(
+        policy,
+        name=f"{policy.name} (anonymous share)",
+        requests=scaled(policy.requests),
+        tokens_per_minute=scaled(policy.tokens_per_minute),
+        concurrent=scaled(policy.concurrent),
+    )
 
 
 def check_args(check: Check, member: str) -> tuple[list[str], list[Any]]:

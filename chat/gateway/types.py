@@ -51,6 +51,8 @@ class Admission:
     token: Any = None
     # Which budget refused: "requests", "tokens" or "concurrency".
     reason: str | None = None
+    # The index generation read with the cache lookup: what cache_put records on a new entry.
+    cache_generation: int | None = None
 
     def headers(self) -> dict[str, str]:
         """X-RateLimit-* (and Retry-After when refused), for REST responses."""

@@ -349,6 +349,7 @@ class _Run(AnswerMaking):
                         prompt_tokens=outcome.prompt_tokens,
                         completion_tokens=outcome.completion_tokens,
                     ),
+                    generation=self.admission.cache_generation if self.admission else None,
                 )
             )
         self.usage = (outcome.prompt_tokens, 0 if outcome.cached else outcome.completion_tokens)

@@ -151,7 +151,9 @@ def cache_key(
             *({"role": t.role, "content": t.content} for t in plan.history),
             {"role": "user", "content": plan.question},
         ],
-        context_ids=list(plan.scope),
+        # What retrieval may search (not only what was asked for): a collection hidden from the
+        # caller changes the key. Changed documents are caught by the index generation (admit).
+        context_ids=list(plan.search_ids),
         params={
             "system": plan.system_prompt or "",
             "retrieval": plan.with_sources,

@@ -36,6 +36,7 @@ from knowledge.services.documents import (
     text_upload,
     validate_external_id,
 )
+from knowledge.services.generation import generation_key, index_generation_advance, on_index_change
 from knowledge.services.index_maintenance import RebuildReport, index_rebuild, index_reconcile
 from knowledge.services.ingest import document_delete_from_index, document_ingest, document_reindex
 from knowledge.services.retrieval import retrieve, retrieve_sync
@@ -68,8 +69,11 @@ __all__ = [
     "document_update_metadata",
     "document_upload",
     "document_upload_many",
+    "generation_key",
+    "index_generation_advance",
     "index_rebuild",
     "index_reconcile",
+    "on_index_change",
     "retrieve",
     "retrieve_sync",
     "text_upload",

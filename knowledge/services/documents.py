@@ -26,6 +26,7 @@ from knowledge.models import Collection, Document, Job
 from knowledge.parsing import detect_file_type, validate_upload
 from knowledge.search import get_search_backend
 from knowledge.selectors import document_find_duplicate
+from knowledge.services.generation import index_generation_advance
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def collection_update(*, collection: Collection, **fields: Any) -> Collection:
     try:
         with transaction.atomic():
             collection.save()
+            if "is_public" in fields:  # who may read it changed: answers cached over it are stale
+                index_generation_advance(reason=f"collection {collection.pk} visibility")
     except IntegrityError:
         raise CollectionExists("A collection with this name already exists.") from None
     return collection
@@ -508,5 +511,7 @@ def document_delete(*, document: Document) -> None:
         document.delete()
         if index_failed:
             jobs.enqueue(kind=Job.Kind.DELETE_FROM_INDEX, payload={"document_id": document_id})
+        else:  # out of the index and the database: no answer made before now may be served again
+            index_generation_advance(reason=f"document {document_id} deleted")
     if file_name:
         storage.delete(file_name)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from knowledge.models import Chunk, Document
 from knowledge.search import get_search_backend
 from knowledge.search.base import BaseSearchBackend
+from knowledge.services.generation import index_generation_advance
 from knowledge.services.ingest import indexed_chunk, push_stored_chunks
 
 
@@ -69,6 +70,7 @@ def index_rebuild(
         backend.delete_index(new_index)
         raise
     reconciled = index_reconcile(backend=backend, changed_since=since)
+    index_generation_advance(reason="index rebuilt")
     return RebuildReport(new_index, written, replaced, reconciled, time.perf_counter() - started)
 
 
@@ -97,4 +99,6 @@ def index_reconcile(*, backend: BaseSearchBackend | None = None, changed_since=N
         if in_index.get(document.pk) != expected[document.pk] or document.pk in changed:
             push_stored_chunks(backend, document, list(document.chunks.all()))
             fixed += 1
+    if fixed:
+        index_generation_advance(reason=f"index reconciled ({fixed} documents)")
     return fixed

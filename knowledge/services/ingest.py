@@ -22,9 +22,10 @@ from django.utils import timezone
 from inference import services as inference
 from knowledge.errors import KnowledgeError
 from knowledge.models import Chunk, Document, vector_to_bytes
-from knowledge.parsing import extract_text
+from knowledge.sandbox import extract_text_isolated
 from knowledge.search import get_search_backend
 from knowledge.search.base import BaseSearchBackend, IndexedChunk
+from knowledge.services.generation import index_generation_advance
 from knowledge.text import chunk_text, detect_language
 from monitoring.metrics import DOCUMENTS_INDEXED
 
@@ -93,7 +94,8 @@ def document_ingest(*, document: Document, progress: Progress | None = None) -> 
             data = fh.read()
         if progress:
             progress(2, "parsing")
-        parsed = extract_text(data, filename=document.original_filename, file_type=document.file_type)
+        # In a bounded child process: time, memory, archive and page limits (knowledge/sandbox.py).
+        parsed = extract_text_isolated(data, filename=document.original_filename, file_type=document.file_type)
         pieces = chunk_text(parsed.text)
         if progress:
             progress(10, f"{len(pieces)} chunks")
@@ -139,6 +141,8 @@ def document_ingest(*, document: Document, progress: Progress | None = None) -> 
             _restore_index(backend, document, old_chunks)
             raise
         DOCUMENTS_INDEXED.labels(backend=backend.name).inc(len(new_chunks))
+        # New or replaced chunks are searchable now: answers cached over the old ones are stale.
+        index_generation_advance(reason=f"document {doc.pk} indexed")
         return doc
     except Exception as exc:
         _mark_failed(document.pk, _describe(exc))
@@ -168,8 +172,10 @@ def document_reindex(*, document: Document, progress: Progress | None = None) ->
     if document.status != Document.Status.INDEXED or not chunks or any(c.embedding_model != model_name for c in chunks):
         return document_ingest(document=document, progress=progress)
     push_stored_chunks(get_search_backend(), document, chunks)
+    index_generation_advance(reason=f"document {document.pk} re-indexed")
     return document
 
 
 def document_delete_from_index(*, document_id: int) -> None:
     get_search_backend().delete_document(document_id)
+    index_generation_advance(reason=f"document {document_id} removed from the index")

@@ -59,9 +59,23 @@ def test_it_renders_markdown_and_citation_links():
     assert "<li>하나</li>" in html
 
 
-def test_it_keeps_safe_links_with_rel_noopener():
+def test_it_keeps_links_to_allowed_domains_with_rel_noopener(settings):
+    settings.CHAT_LINK_ALLOWED_DOMAINS = ["gov.kr"]
     html = render_markdown("[정부24](https://www.gov.kr)")
     assert 'href="https://www.gov.kr"' in html and "noopener" in html
+
+
+def test_links_elsewhere_are_only_text(settings):
+    """Model- or document-written links to other sites are not clickable; own source pages and anchors are."""
+    settings.CHAT_LINK_ALLOWED_DOMAINS = ["gov.kr"]
+    html = render_markdown(
+        "[신청](https://gov.kr.evil.example/x) <https://evil.example/y> [원문](/knowledge/documents/3/) "
+        "[x](//evil.example/z) [j](javascript:alert(1)) [1]",
+        cite_prefix="src-1-",
+    )
+    hrefs = [attrs.get("href") for tag, attrs in elements(html) if tag == "a"]
+    assert hrefs == ["/knowledge/documents/3/", "#src-1-1"]
+    assert "신청" in html and "https://evil.example/y" in html  # the text stays, as text
 
 
 def test_it_sanitises_the_citation_prefix():

@@ -13,8 +13,9 @@ The chat service calls, per request::
         await settle(subject, admission, prompt_tokens=..., completion_tokens=...)
 
 ``admit`` sends the subject's rate-limit checks (one EVALSHA per limited subject: global,
-then the API key / user / anonymous session + IP), the cache GET and a lookup counter in
-one non-transactional pipeline: one round trip to a single Redis; with a Redis Cluster,
+then the API key / user / anonymous session + IP), the cache GET, a lookup counter and the
+index generation (an entry is served only at the generation it was made at) in one
+non-transactional pipeline: one round trip to a single Redis; with a Redis Cluster,
 one round trip per node involved, sent concurrently (redis-py splits the pipeline per node).
 
 When Redis is unreachable the limiter follows RATELIMIT_FAIL_MODE (open: a per-process
@@ -42,6 +43,7 @@ from chat.gateway.auth import confirm_not_revoked, revoked_set_key
 from chat.gateway.redis_async import REDIS_ERRORS, redis_call
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from config.redis import REDIS_OUTAGE, redis_enabled
+from knowledge.services.generation import generation_key
 from monitoring import tracing
 from monitoring.metrics import (
     CACHE_LATENCY,
@@ -213,7 +215,8 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
     calls = [(limiter.CHECK_SHA, *limiter.check_args(c, member)) for c in checks]
     extra: list[tuple] = []
     if cache_key:
-        extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1)]
+        # The index generation rides along: an entry made before a document changed is a miss.
+        extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1), ("get", generation_key())]
     if revocation:  # the API key's revocation check rides in the same round trip (last reply)
         extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
     try:
@@ -246,7 +249,10 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
     if cache_key:
         CACHE_LATENCY.observe(elapsed)
         raw = results[len(calls)]
+        admission.cache_generation = cache.current_generation(results[len(calls) + 2])
         data = cache.decode(raw) if raw is not None else None
+        if data is not None and not cache.fresh(data, admission.cache_generation):
+            data = None  # made before a document was deleted, replaced or hidden: never served
         if data is None:
             CACHE_REQUESTS.labels(result="miss").inc()
         else:

@@ -11,6 +11,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from chat.gateway.auth import generate_key, revoked_set_key
 from chat.gateway.models import API_KEY_SCOPES, APIKey
+from config.errors import PermissionDenied
 from config.redis import redis_enabled, sync_redis
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,15 @@ def apikey_create(
     scopes: list[str],
     policy: Any = None,
     expires_at: Any = None,
+    created_by: Any = None,
 ) -> CreatedKey:
-    """A new API key for ``user``. The returned full key is never retrievable again."""
+    """A new API key for ``user``. The returned full key is never retrievable again.
+
+    ``created_by``: the person asking (admin); only a superuser may create a key for another
+    user (a key acts as its owner). None: an operator's shell (``manage.py create_api_key``).
+    """
+    if created_by is not None and user != created_by and not getattr(created_by, "is_superuser", False):
+        raise PermissionDenied("Only a superuser may create a key for another user.", reason="not_superuser")
     unknown = [s for s in scopes if s not in API_KEY_SCOPES]
     if unknown or not scopes:
         raise ValueError(f"Scopes must be a non-empty subset of {', '.join(API_KEY_SCOPES)} (got {scopes}).")

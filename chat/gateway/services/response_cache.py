@@ -9,6 +9,7 @@ encoding are in ``chat.gateway.cache``; the lookup rides in ``admit``'s round tr
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +20,8 @@ from chat.gateway.services.admission import redis_usable
 from chat.gateway.services.redis_admin import keys_purge_prefix
 from chat.gateway.types import CachedAnswer, Subject
 from config.local_cache import MISSING
-from config.redis import sync_redis
+from config.redis import glob_escape, sync_redis
+from knowledge.services.generation import generation_key
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +83,94 @@ async def cache_ttl() -> int:
     return override or settings.RESPONSE_CACHE_TTL
 
 
-async def cache_put(cache_key: str, answer: CachedAnswer, *, ttl: int | None = None) -> None:
+CURRENT = -1  # cache_put's default: the generation as Redis holds it now (callers without an admission)
+
+
+async def cache_put(
+    cache_key: str, answer: CachedAnswer, *, generation: int | None = CURRENT, ttl: int | None = None
+) -> None:
     """Store a final answer (complete answers only). Never raises; a failed write is a future miss.
 
-    ``ttl`` (seconds) overrides the configured TTL (tests, special callers).
+    ``generation``: the index generation ``admit`` read (``Admission.cache_generation``), so the
+    entry is served only while no document changed since its sources were retrieved. None (no
+    generation in Redis yet): nothing is stored and the generation is started, so the next
+    answers are cached. Left out (tests, tools): the current one. ``ttl`` (seconds) overrides
+    the configured TTL.
     """
     if not cache_key or not settings.RESPONSE_CACHE_ENABLED or not answer.content or not redis_usable():
         return
     try:
+        if generation is None or generation == CURRENT:
+            started = await redis_call(lambda r: _start_generation(r))
+            if generation is None or started is None:
+                return
+            generation = started
         seconds = ttl or await cache_ttl()
-        await redis_call(lambda r: r.set(cache_key, cache.encode(answer), ex=seconds))
+        members = cache.generation_set_key(generation)
+
+        async def write(r: Any) -> None:
+            # One round trip (after the answer, off its path): the entry and its generation's list.
+            pipe = r.pipeline(transaction=False)
+            pipe.set(cache_key, cache.encode(answer, generation), ex=seconds)
+            pipe.sadd(members, cache_key)
+            pipe.expire(members, cache.TTL_MAX_S + 60)
+            await pipe.execute()
+
+        await redis_call(write)
     except REDIS_ERRORS as exc:
         log.warning("response cache write failed (%s: %s)", type(exc).__name__, exc)
+
+
+async def _start_generation(r: Any) -> int | None:
+    """The current generation, set to now (ms) first when Redis has none."""
+    pipe = r.pipeline(transaction=False)
+    pipe.set(generation_key(), int(time.time() * 1000), nx=True)
+    pipe.get(generation_key())
+    return cache.current_generation((await pipe.execute())[1])
+
+
+def cache_purge_stale(*, batch: int = 500) -> int:
+    """Unlink the entries of every generation older than the current one (run after each index change).
+
+    They can no longer be served (``admit`` compares generations); this takes the text of
+    deleted or hidden documents out of Redis now rather than at the entries' TTL. Returns how
+    many entries were removed. Never raises (a failure leaves them to expire).
+    """
+    if not settings.REDIS_URL:
+        return 0
+    removed = 0
+    try:
+        with sync_redis() as r:
+            current = cache.current_generation(r.get(generation_key()))
+            if current is None:
+                return 0
+            lists = [k for k in r.scan_iter(match=glob_escape(cache.generation_set_key("")) + "*", count=1000)]
+            for list_key in lists:
+                name = list_key.decode() if isinstance(list_key, bytes) else str(list_key)
+                generation = cache.current_generation(name.rsplit(":", 1)[-1])
+                if generation is None or generation >= current:
+                    continue
+                pending: list[Any] = []
+                for entry in r.sscan_iter(list_key, count=batch):
+                    pending.append(entry)
+                    if len(pending) >= batch:
+                        removed += _unlink_each(r, pending)
+                        pending = []
+                removed += _unlink_each(r, pending)
+                r.unlink(list_key)
+    except (*REDIS_ERRORS, RuntimeError) as exc:
+        log.warning("stale response cache entries not purged (%s: %s)", type(exc).__name__, exc)
+    return removed
+
+
+def _unlink_each(r: Any, keys: list[Any]) -> int:
+    # One UNLINK per key in a pipeline: entries hash to different cluster slots.
+    if not keys:
+        return 0
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.unlink(k)
+    return sum(int(n or 0) for n in pipe.execute())
 
 
 # --- operator actions (synchronous: admin views, management commands) -----------------------

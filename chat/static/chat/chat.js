@@ -482,6 +482,10 @@
     }
   });
 
+  // The language menu submits its form on change (here, not in an inline handler: the CSP forbids those).
+  const language = $("language-select");
+  if (language) language.addEventListener("change", () => language.form.submit());
+
   loadConversations();
   connect();
 })();
