@@ -161,6 +161,9 @@ class MessageCreateSerializer(serializers.Serializer):
         required=False,
         help_text="How the answer is made (default: the admin's chat settings).",
     )
+    model = serializers.CharField(
+        required=False, help_text="A model name or alias you may use (default: the chat settings' default model)."
+    )
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
     max_tokens = serializers.IntegerField(required=False, min_value=1)
 

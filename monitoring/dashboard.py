@@ -31,7 +31,21 @@ _LATENCY_SUM = "request_duration_seconds_sum"
 _CACHE = "response_cache_requests_total"
 _QUEUE = "inference_queue_depth"
 _UP = "inference_endpoint_up"
-_WANTED = {_REQUESTS, _LATENCY_BUCKET, _LATENCY_COUNT, _LATENCY_SUM, _CACHE, _QUEUE, _UP}
+_MODEL_REQUESTS = "model_requests_total"
+_MODEL_TOKENS = "model_tokens_total"
+_MODEL_TTFT_BUCKET = "model_time_to_first_token_seconds_bucket"
+_WANTED = {
+    _REQUESTS,
+    _LATENCY_BUCKET,
+    _LATENCY_COUNT,
+    _LATENCY_SUM,
+    _CACHE,
+    _QUEUE,
+    _UP,
+    _MODEL_REQUESTS,
+    _MODEL_TOKENS,
+    _MODEL_TTFT_BUCKET,
+}
 
 # An endpoint's last error can be a long traceback-ish text; the table needs the gist.
 _ERROR_CHARS = 300
@@ -52,6 +66,14 @@ def _metric_figures() -> dict[str, Any]:
     cache = {"hit": 0.0, "miss": 0.0}
     queue: dict[str, float] = {}
     up: dict[str, float] = {}
+    # Per model group (the label values are group names): cumulative requests, tokens, TTFT buckets.
+    models: dict[str, dict[str, Any]] = {}
+
+    def model(name: str) -> dict[str, Any]:
+        return models.setdefault(
+            name, {"requests": 0.0, "errors": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0, "ttft": {}}
+        )
+
     for family in _families():
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -78,6 +100,21 @@ def _metric_figures() -> dict[str, Any]:
             elif name == _UP:
                 endpoint = labels.get("endpoint", "")
                 up[endpoint] = max(up.get(endpoint, 0.0), value)
+            elif name == _MODEL_REQUESTS:
+                m = model(labels.get("model", ""))
+                m["requests"] += value
+                if labels.get("outcome") == "error":
+                    m["errors"] += value
+            elif name == _MODEL_TOKENS:
+                kind = labels.get("kind", "")
+                if kind in ("prompt", "completion"):
+                    model(labels.get("model", ""))[f"{kind}_tokens"] += value
+            elif name == _MODEL_TTFT_BUCKET:
+                ttft = model(labels.get("model", ""))["ttft"]
+                le = float(labels["le"])
+                ttft[le] = ttft.get(le, 0.0) + value
+    for m in models.values():
+        m["ttft"] = [[None if math.isinf(le) else le, count] for le, count in sorted(m["ttft"].items())]
     return {
         "requests": {"total": sum(by_status.values()), "by_status": by_status},
         "latency": {
@@ -89,6 +126,7 @@ def _metric_figures() -> dict[str, Any]:
         "cache": cache,
         "queue_depth": {"total": sum(queue.values()), "by_endpoint": queue},
         "endpoints_up": up,
+        "models": models,
     }
 
 

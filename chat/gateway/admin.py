@@ -1,5 +1,7 @@
 """Gateway controls in Django admin: policies, API keys, live usage and the response cache.
 
+Model access, token budgets and the model usage page are in ``admin_models`` (imported below).
+
 The usage and cache pages are thin: they parse a form, call one selector or service, and
 render. Redis being down shows an error message on the page, never a 500.
 """
@@ -17,7 +19,8 @@ from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from redis.exceptions import RedisClusterException, RedisError
 
-from chat.gateway import cache, limiter, selectors, services
+from chat.gateway import admin_models, cache, limiter, selectors, services
+from chat.gateway.auth import forget_cached_keys
 from chat.gateway.models import API_KEY_SCOPES, APIKey, RateLimitPolicy, RateLimitUsage, ResponseCache
 from config.redis import key as redis_key
 
@@ -34,9 +37,10 @@ class RateLimitPolicyAdmin(admin.ModelAdmin):
         "window_seconds",
         "tokens_per_minute",
         "concurrent_requests",
+        "model_group",
         "enabled",
     )
-    list_filter = ("scope", "enabled", "is_default")
+    list_filter = ("scope", "enabled", "is_default", "model_group")
     list_editable = ("requests", "window_seconds", "tokens_per_minute", "concurrent_requests", "enabled")
     search_fields = ("name",)
 
@@ -53,10 +57,13 @@ class APIKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
         choices=[(s, s) for s in API_KEY_SCOPES], widget=forms.CheckboxSelectMultiple, initial=["chat"]
     )
+    allowed_models = admin_models.AllowedModelsField(
+        help_text=_("None ticked: every model the owner may use. Ticked: only those (within the owner's).")
+    )
 
     class Meta:
         model = APIKey
-        fields = ("name", "user", "scopes", "policy", "expires_at")
+        fields = ("name", "user", "scopes", "allowed_models", "policy", "expires_at")
 
 
 @admin.register(APIKey)
@@ -82,6 +89,8 @@ class APIKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            # This process applies the edit at once (allowed models, policy); others within GATEWAY_KEY_CACHE_S.
+            forget_cached_keys()
             return
         created = services.apikey_create(
             name=obj.name,
@@ -89,6 +98,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             scopes=list(form.cleaned_data["scopes"]),
             policy=obj.policy,
             expires_at=obj.expires_at,
+            allowed_models=list(form.cleaned_data.get("allowed_models") or []),
         )
         obj.pk = created.api_key.pk
         obj.prefix = created.api_key.prefix

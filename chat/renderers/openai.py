@@ -6,19 +6,23 @@ platform error's status, so the official SDKs raise their usual exception classe
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from typing import Any
 
+import numpy as np
 import orjson
 from django.http import HttpResponse
 
-from chat.errors import PlatformError, RateLimited
-from chat.types import ChatEvent, End, Error, Sources, Start, Token
+from chat.errors import BudgetExceeded, PlatformError, RateLimited
+from chat.types import ChatEvent, End, Error, Routed, Sources, Start, Token
 
 
 def _openai_type(err: PlatformError) -> str:
+    if isinstance(err, BudgetExceeded):
+        return "insufficient_quota"
     if isinstance(err, RateLimited):
         return "tokens" if err.extra.get("reason") == "tokens" else "requests"
     if err.http_status == 401:
@@ -31,6 +35,8 @@ def _openai_type(err: PlatformError) -> str:
 
 
 def _openai_code(err: PlatformError) -> str:
+    if isinstance(err, BudgetExceeded):
+        return "insufficient_quota"  # OpenAI's code for a spent quota (also a 429)
     if isinstance(err, RateLimited):
         return "rate_limit_exceeded"
     if err.http_status == 401:
@@ -52,6 +58,38 @@ def openai_error_response(err: PlatformError) -> HttpResponse:
     if err.http_status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
+
+
+def model_object(name: str, *, owned_by: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owned_by}
+
+
+def models_body(names: Iterable[str], *, owned_by: str) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(n, owned_by=owned_by) for n in names]}
+
+
+def embeddings_json(model: str, vectors: np.ndarray, *, prompt_tokens: int, encoding_format: str) -> bytes:
+    """``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}``.
+
+    ``float``: the float32 values (orjson writes each as the shortest decimal that reads back
+    as the same float32); ``base64``: their little-endian bytes, as OpenAI sends them (the
+    official SDK asks for base64 by default and decodes it with numpy).
+    """
+    rows = np.ascontiguousarray(vectors, dtype="<f4")
+    if encoding_format == "base64":
+        data = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(row.tobytes()).decode()}
+            for i, row in enumerate(rows)
+        ]
+    else:
+        data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
+    body = {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def completion_body(final: End, *, completion_id: str, model: str) -> dict[str, Any]:
@@ -82,11 +120,16 @@ class ChunkWriter:
 
     def __init__(self, completion_id: str, model: str, *, include_usage: bool) -> None:
         self.include_usage = include_usage
+        self.completion_id = completion_id
+        self.created = int(time.time())
+        self.token_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+        self._head(model)
+
+    def _head(self, model: str) -> None:
         self.head = orjson.dumps(
-            {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+            {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created, "model": model}
         )[:-1]  # without the closing brace: each event appends its own fields
         self.token_prefix = b"data: " + self.head + b',"choices":[{"index":0,"delta":{"content":'
-        self.token_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
     def event(self, fields: dict[str, Any]) -> bytes:
         return b"data: " + self.head + b"," + orjson.dumps(fields)[1:] + b"\n\n"
@@ -107,6 +150,8 @@ class ChunkWriter:
                     )
                 elif isinstance(event, Sources):
                     pass  # sent with the final chunk, once the citations are known
+                elif isinstance(event, Routed):
+                    self._head(event.model)  # a fallback answers (before any token): chunks name it
                 elif isinstance(event, End):
                     final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason or "stop"}
                     extra: dict[str, Any] = {"sources": event.citations}

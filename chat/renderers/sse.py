@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from chat.types import ChatEvent, End, Error, Sources, Start, Token
+from chat.types import ChatEvent, End, Error, Routed, Sources, Start, Token
 
 
 def sse_event(name: str, data: dict[str, Any]) -> bytes:
@@ -34,8 +34,11 @@ def render(event: ChatEvent) -> bytes:
                 "usage": event.usage,
                 "latency": event.latency,
                 "citations": event.citations,
+                "model": event.model_group,
             },
         )
+    if isinstance(event, Routed):
+        return sse_event("routed", {"model": event.model})
     assert isinstance(event, Error)
     return sse_event("error", {**event.error.as_dict()["error"], "message_id": event.message_id})
 

@@ -69,7 +69,7 @@ def _assert_redis_stayed_up() -> None:
 
 def _purge(settings) -> None:
     # Everything under the test prefix: keys_purge_prefix takes a prefix relative to it.
-    for family in ("ratelimit", "chat", "gateway", "session", "apikey"):
+    for family in ("ratelimit", "chat", "gateway", "session", "apikey", "usage", "budget"):
         try:
             keys_purge_prefix(prefix=family)
         except Exception:

@@ -17,6 +17,11 @@ then the API key / user / anonymous session + IP), the cache GET and a lookup co
 one non-transactional pipeline: one round trip to a single Redis; with a Redis Cluster,
 one round trip per node involved, sent concurrently (redis-py splits the pipeline per node).
 
+With a model group named (``model=``), that model's rate-limit policies and the caller's
+monthly token budgets ride in the same round trip (budgets: one ``GET`` each); ``settle``
+charges the budgets and adds the request to the usage counters (chat/gateway/usage.py)
+in its round trip, so no request writes the database.
+
 When Redis is unreachable the limiter follows RATELIMIT_FAIL_MODE (open: a per-process
 limiter with the same policies; closed: 503) and the cache is skipped; every Redis call is
 bounded by REDIS_TIMEOUT, so nothing hangs and nothing turns into a 500. After a failure
@@ -30,19 +35,20 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from redis.exceptions import MaxConnectionsError, NoScriptError
 
 from chat.errors import AuthenticationRequired, ServiceUnavailable
-from chat.gateway import cache, limiter
+from chat.gateway import budgets, cache, limiter, usage
 from chat.gateway.auth import confirm_not_revoked, revoked_set_key
 from chat.gateway.redis_async import REDIS_ERRORS, redis_call
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from config.redis import redis_enabled
 from monitoring.metrics import (
+    BUDGET_REJECTIONS,
     CACHE_LATENCY,
     CACHE_REQUESTS,
     RATELIMIT_FALLBACKS,
@@ -62,6 +68,7 @@ class _Ticket:
     backend: str  # "redis" or "local"
     hit: bool = False  # answered from the response cache: settle() counts the hit
     settled: bool = False
+    budgets: list[budgets.BudgetCheck] = field(default_factory=list)  # charged with the tokens used
 
 
 # --- Redis-down state ------------------------------------------------------------------------
@@ -140,7 +147,43 @@ def _refusal(outcomes: list[limiter.Outcome]) -> Admission:
         remaining=0,
         reset_s=max(worst.reset_ms, 0) / 1000 if worst.reason == "requests" else max(worst.retry_after_ms, 0) / 1000,
         retry_after_s=max(worst.retry_after_ms, 0) / 1000,
+        # Only a model's own limits refused: another model (the group's fallbacks) may still answer.
+        model_scoped=all(o.check.policy.model_id is not None for o in outcomes if not o.allowed),
     )
+
+
+def _budget_refusal(check: budgets.BudgetCheck) -> Admission:
+    BUDGET_REJECTIONS.labels(scope=check.scope).inc()
+    reset_s = max(budgets.month_now()[1] - time.time(), 1.0)
+    return Admission(
+        allowed=False,
+        scope=check.scope,
+        reason="budget",
+        remaining=0,
+        reset_s=reset_s,
+        retry_after_s=reset_s,
+        budget_limit=check.limit,
+        budget_remaining=0,
+        budget_reset_s=reset_s,
+        budget_model=check.model,
+        model_scoped=bool(check.model),
+    )
+
+
+def _with_budget(admission: Admission, checks: list[budgets.BudgetCheck], used: list[int]) -> Admission:
+    """The tightest budget's figures on an allowed admission (its X-Budget-* headers)."""
+    left, check = min(((c.limit - u, c) for c, u in zip(checks, used, strict=True)), key=lambda pair: pair[0])
+    admission.budget_limit = check.limit
+    admission.budget_remaining = max(left, 0)
+    admission.budget_reset_s = max(budgets.month_now()[1] - time.time(), 0.0)
+    return admission
+
+
+def _untracked(subject: Subject, model: Any) -> Admission:
+    """No limit, cache or budget to ask Redis about: no round trip now; settle() still counts the usage."""
+    admission = Admission(token=_Ticket("", [], "redis" if redis_usable() else "local"))
+    admission.usage.model = model.name if model is not None else ""
+    return admission
 
 
 def _granted(outcomes: list[limiter.Outcome], ticket: _Ticket | None) -> Admission:
@@ -169,19 +212,24 @@ def _local_admission(checks: list[limiter.Check], member: str) -> Admission:
     return _granted(outcomes, _Ticket(member, checks, "local"))
 
 
-async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
+async def admit(subject: Subject, *, cache_key: str | None, model: Any = None) -> Admission:
     """Check-and-add the subject's rate limits and look up the cache, in one round trip.
 
     Raises AuthenticationRequired for anonymous subjects unless CHAT_ANONYMOUS_ENABLED,
     and ServiceUnavailable (503) when Redis is unreachable and RATELIMIT_FAIL_MODE=closed.
     A refused request gets ``allowed=False`` (the cached answer is not returned then).
+    ``model``: the model group asked for (an ``inference.config.GroupConfig``): its rate-limit
+    policies and the subject's budgets for it apply too, in the same round trip.
     """
     if _is_anonymous(subject) and not settings.CHAT_ANONYMOUS_ENABLED:
         raise AuthenticationRequired("Log in to chat: anonymous chat is disabled on this site.")
     checks = limiter.checks_for(subject, await limiter.policies()) if settings.RATELIMIT_ENABLED else []
+    if model is not None and settings.RATELIMIT_ENABLED:
+        checks += limiter.model_checks_for(subject, await limiter.policies(), model.id)
+    spend = budgets.budget_checks(subject, await budgets.budget_table(), model)
     revocation = bool(subject.revocation_prefix) and subject.api_key_id is not None
-    if not checks and not cache_key and not revocation:
-        return Admission()
+    if not checks and not cache_key and not revocation and not spend:
+        return _untracked(subject, model)
     member = f"{uuid.uuid4().hex[:16]}"
 
     if not redis_usable():
@@ -191,13 +239,15 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
             raise _unavailable()
         if cache_key:
             CACHE_REQUESTS.labels(result="error" if redis_enabled() else "disabled").inc()
-        return _local_admission(checks, member)
+        return _named(_local_admission(checks, member), model)
 
     started = time.perf_counter()
     calls = [(limiter.CHECK_SHA, *limiter.check_args(c, member)) for c in checks]
     extra: list[tuple] = []
     if cache_key:
         extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1)]
+    spent_at = len(calls) + len(extra)
+    extra += [("get", b.key) for b in spend]
     if revocation:  # the API key's revocation check rides in the same round trip (last reply)
         extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
     try:
@@ -210,7 +260,7 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
             raise _unavailable() from None
         if cache_key:
             CACHE_REQUESTS.labels(result="error").inc()
-        return _local_admission(checks, member)
+        return _named(_local_admission(checks, member), model)
     elapsed = time.perf_counter() - started
     if checks:
         RATELIMIT_LATENCY.observe(elapsed)
@@ -222,9 +272,16 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
     if not all(o.allowed for o in outcomes):
         await _undo([o.check for o in outcomes if o.allowed], member)
         return _refusal(outcomes)
+    used = [int(v or 0) for v in results[spent_at : spent_at + len(spend)]]
+    for check, spent in zip(spend, used, strict=True):
+        if spent >= check.limit:
+            await _undo(checks, member)
+            return _budget_refusal(check)
 
-    ticket = _Ticket(member, checks, "redis")
-    admission = _granted(outcomes, ticket)
+    ticket = _Ticket(member, checks, "redis", budgets=spend)
+    admission = _named(_granted(outcomes, ticket), model)
+    if spend:
+        _with_budget(admission, spend, used)
     if cache_key:
         CACHE_LATENCY.observe(elapsed)
         raw = results[len(calls)]
@@ -241,6 +298,12 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
                 completion_tokens=int(data.get("completion_tokens") or 0),
             )
             ticket.hit = True
+    return admission
+
+
+def _named(admission: Admission, model: Any) -> Admission:
+    if model is not None:
+        admission.usage.model = model.name
     return admission
 
 
@@ -269,7 +332,8 @@ async def _undo(checks: list[limiter.Check], member: str) -> None:
 
 
 async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, completion_tokens: int) -> None:
-    """After the answer: charge token limits from actual usage, release the concurrency slot.
+    """After the answer: charge token limits and budgets from actual usage, release the concurrency
+    slot, add the request to the usage counters (``admission.usage`` says which model and how it went).
 
     Call it once per admitted request, in a ``finally`` (with the tokens used so far when
     the answer failed). Cached answers cost no model tokens, so nothing is charged for them;
@@ -280,11 +344,21 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
     if not isinstance(ticket, _Ticket) or ticket.settled or not admission.allowed:
         return
     ticket.settled = True
-    tokens = 0 if admission.cached is not None else max(0, int(prompt_tokens) + int(completion_tokens))
+    cached = admission.cached is not None
+    tokens = 0 if cached else max(0, int(prompt_tokens) + int(completion_tokens))
     checks = [c for c in ticket.checks if c.policy.concurrent or (tokens and c.policy.tokens_per_minute)]
-    if ticket.backend == "local":
-        if checks:
+    prefix, amounts = usage.record_args(
+        subject,
+        admission.usage,
+        cached=cached,
+        prompt_tokens=0 if cached else prompt_tokens,
+        completion_tokens=0 if cached else completion_tokens,
+    )
+    if ticket.backend == "local" or not redis_usable():
+        if checks and ticket.backend == "local":
             limiter.local_limiter.settle(checks, ticket.member, tokens)
+        usage.local_usage.add(prefix, amounts)
+        usage.ensure_flusher()
         return
     calls = [
         (
@@ -294,10 +368,14 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
         )
         for c in checks
     ]
-    extra = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
-    if not calls and not extra:
-        return
+    calls.append((limiter.USAGE_SHA, *usage.redis_call(prefix, amounts)))
+    extra: list[tuple] = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
+    if tokens:
+        for b in ticket.budgets:
+            extra += [("incrby", b.key, tokens), ("expire", b.key, budgets.COUNTER_TTL_S, True)]
     try:
         await redis_call(lambda r: run_scripts(r, calls, extra))
     except REDIS_ERRORS as exc:
         log.warning("could not settle rate-limit usage (%s); the slot expires on its own", exc)
+        usage.local_usage.add(prefix, amounts)  # counted all the same, flushed from this process
+    usage.ensure_flusher()

@@ -29,8 +29,12 @@ def apikey_create(
     scopes: list[str],
     policy: Any = None,
     expires_at: Any = None,
+    allowed_models: list[int] | None = None,
 ) -> CreatedKey:
-    """A new API key for ``user``. The returned full key is never retrievable again."""
+    """A new API key for ``user``. The returned full key is never retrievable again.
+
+    ``allowed_models``: model-group ids the key may use (within its owner's); None or empty: all.
+    """
     unknown = [s for s in scopes if s not in API_KEY_SCOPES]
     if unknown or not scopes:
         raise ValueError(f"Scopes must be a non-empty subset of {', '.join(API_KEY_SCOPES)} (got {scopes}).")
@@ -43,6 +47,7 @@ def apikey_create(
         scopes=sorted(set(scopes)),
         policy=policy,
         expires_at=expires_at,
+        allowed_models=sorted({int(m) for m in allowed_models or []}),
     )
     return CreatedKey(row, full)
 
