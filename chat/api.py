@@ -322,6 +322,8 @@ class MessageListView(ChatAPIView):
             response = StreamingHttpResponse(sse_stream(first, events), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+            for name, value in getattr(first, "headers", {}).items():  # X-RateLimit-*, X-Budget-*
+                response[name] = value
             return response
         final = async_to_sync(services.collect)(events)
         if isinstance(final, Error) and final.message_id is None:

@@ -108,13 +108,20 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         response = StreamingHttpResponse(stream.render(first, events), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
-        return response
+        return _with_headers(response, first)
 
     final = await services.collect(events)
     if isinstance(final, Error):
         return openai_error_response(final.error)
     body = completion_body(final, completion_id=completion_id, model=final.model_group or model)
-    return HttpResponse(orjson.dumps(body), content_type="application/json")
+    return _with_headers(HttpResponse(orjson.dumps(body), content_type="application/json"), first)
+
+
+def _with_headers(response: HttpResponse, first: Any) -> HttpResponse:
+    """The limits' and budget's X-RateLimit-* / X-Budget-* headers (the Start event carries them)."""
+    for name, value in getattr(first, "headers", {}).items():
+        response[name] = value
+    return response
 
 
 # --- /v1/embeddings ---------------------------------------------------------------------------

@@ -74,6 +74,8 @@ class Start:
     message_id: int | None
     model: str = ""
     cached: bool = False
+    # The admission's X-RateLimit-* and X-Budget-* headers, for adapters that answer over HTTP.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

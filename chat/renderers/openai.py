@@ -134,20 +134,26 @@ class ChunkWriter:
     def event(self, fields: dict[str, Any]) -> bytes:
         return b"data: " + self.head + b"," + orjson.dumps(fields)[1:] + b"\n\n"
 
+    def role_chunk(self) -> bytes:
+        return self.event(
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        )
+
     async def render(self, first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
+        # The role chunk goes out with the first token (or the end), not at Start: a fallback model
+        # chosen before the first token (Routed) is then the ``model`` of every chunk.
+        role_pending = False
         async with aclosing(events) as stream:
             event = first
             while True:
                 if type(event) is Token:
-                    yield self.token_prefix + orjson.dumps(event.text) + self.token_suffix
+                    if role_pending:
+                        role_pending = False
+                        yield self.role_chunk() + self.token_prefix + orjson.dumps(event.text) + self.token_suffix
+                    else:
+                        yield self.token_prefix + orjson.dumps(event.text) + self.token_suffix
                 elif isinstance(event, Start):
-                    yield self.event(
-                        {
-                            "choices": [
-                                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                            ]
-                        }
-                    )
+                    role_pending = True
                 elif isinstance(event, Sources):
                     pass  # sent with the final chunk, once the citations are known
                 elif isinstance(event, Routed):
@@ -157,14 +163,15 @@ class ChunkWriter:
                     extra: dict[str, Any] = {"sources": event.citations}
                     if event.conversation_id is not None:
                         extra["conversation_id"] = str(event.conversation_id)
-                    yield self.event({"choices": [final], **extra})
+                    yield (self.role_chunk() if role_pending else b"") + self.event({"choices": [final], **extra})
                     if self.include_usage:
                         yield self.event({"choices": [], "usage": event.usage})
                     yield b"data: [DONE]\n\n"
                     return
                 elif isinstance(event, Error):
                     # OpenAI's way of failing mid-stream: an error event, then the stream ends.
-                    yield b"data: " + orjson.dumps(openai_error_body(event.error)) + b"\n\n"
+                    role = self.role_chunk() if role_pending else b""
+                    yield role + b"data: " + orjson.dumps(openai_error_body(event.error)) + b"\n\n"
                     return
                 try:
                     event = await stream.__anext__()

@@ -198,10 +198,10 @@ class _Run(AnswerMaking):
             cid = self.stored.conversation_id if self.stored else None
             mid = self.stored.message_id if self.stored else None
             if admission.cached is not None:
-                yield Start(cid, mid, model=admission.cached.model, cached=True)
+                yield Start(cid, mid, model=admission.cached.model, cached=True, headers=admission.headers())
                 inner = self._replay(admission.cached)
             else:
-                yield Start(cid, mid, model=self.served_name)
+                yield Start(cid, mid, model=self.served_name, headers=admission.headers())
                 inner = self._generate(plan, params, max_tokens)
             # aclosing: if our consumer stops, the inner generator is finalised now (partial stored).
             async with aclosing(inner) as stream:

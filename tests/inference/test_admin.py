@@ -6,9 +6,8 @@ import socket
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.urls import reverse
-
 from django.db import connection
+from django.urls import reverse
 
 from inference.models import ModelEndpoint, ModelGroup
 from tests.inference.scripted_upstream import running_in_thread
@@ -205,7 +204,14 @@ def test_sync_endpoints_follows_the_environment(settings):
 def test_model_groups_refuse_clashing_names_and_unknown_fallbacks(admin_client):
     ModelGroup.objects.create(name="big", aliases="large")
     url = reverse("admin:inference_modelgroup_add")
-    base = {"name": "small", "kind": "generation", "aliases": "", "fallbacks": "", "context_window": "", "enabled": "on"}
+    base = {
+        "name": "small",
+        "kind": "generation",
+        "aliases": "",
+        "fallbacks": "",
+        "context_window": "",
+        "enabled": "on",
+    }
     base |= {"endpoints-TOTAL_FORMS": "0", "endpoints-INITIAL_FORMS": "0"}  # the (read-only) endpoints inline
     for field, value, message in [
         ("aliases", "large", "Already used by another group: large"),

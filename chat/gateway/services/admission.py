@@ -180,9 +180,11 @@ def _with_budget(admission: Admission, checks: list[budgets.BudgetCheck], used: 
 
 
 def _untracked(subject: Subject, model: Any) -> Admission:
-    """No limit, cache or budget to ask Redis about: no round trip now; settle() still counts the usage."""
+    """No limit, cache or budget to ask Redis about: no round trip now; settle() still counts a model's usage."""
+    if model is None:
+        return Admission()
     admission = Admission(token=_Ticket("", [], "redis" if redis_usable() else "local"))
-    admission.usage.model = model.name if model is not None else ""
+    admission.usage.model = model.name
     return admission
 
 
@@ -347,6 +349,8 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
     cached = admission.cached is not None
     tokens = 0 if cached else max(0, int(prompt_tokens) + int(completion_tokens))
     checks = [c for c in ticket.checks if c.policy.concurrent or (tokens and c.policy.tokens_per_minute)]
+    # Usage is counted per model group: requests that name none (whoami) are not model usage.
+    counted = bool(admission.usage.model)
     prefix, amounts = usage.record_args(
         subject,
         admission.usage,
@@ -357,8 +361,9 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
     if ticket.backend == "local" or not redis_usable():
         if checks and ticket.backend == "local":
             limiter.local_limiter.settle(checks, ticket.member, tokens)
-        usage.local_usage.add(prefix, amounts)
-        usage.ensure_flusher()
+        if counted:
+            usage.local_usage.add(prefix, amounts)
+            usage.ensure_flusher()
         return
     calls = [
         (
@@ -368,14 +373,19 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
         )
         for c in checks
     ]
-    calls.append((limiter.USAGE_SHA, *usage.redis_call(prefix, amounts)))
+    if counted:
+        calls.append((limiter.USAGE_SHA, *usage.redis_call(prefix, amounts)))
     extra: list[tuple] = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
     if tokens:
         for b in ticket.budgets:
             extra += [("incrby", b.key, tokens), ("expire", b.key, budgets.COUNTER_TTL_S, True)]
+    if not calls and not extra:
+        return
     try:
         await redis_call(lambda r: run_scripts(r, calls, extra))
     except REDIS_ERRORS as exc:
         log.warning("could not settle rate-limit usage (%s); the slot expires on its own", exc)
-        usage.local_usage.add(prefix, amounts)  # counted all the same, flushed from this process
-    usage.ensure_flusher()
+        if counted:
+            usage.local_usage.add(prefix, amounts)  # counted all the same, flushed from this process
+    if counted:
+        usage.ensure_flusher()
