@@ -1,11 +1,12 @@
 """Monthly token budgets: which apply to a request, their Redis counters, and the headers.
 
-A budget is checked in ``admit``'s round trip (one ``GET`` of the month's counter, in the
-same pipeline as the rate-limit scripts) and charged in ``settle``'s (``INCRBY`` the
-tokens the answer used). Counters are per subject and calendar month in TIME_ZONE:
-``vh:budget:{key:7}:2026-12`` (all models) and ``vh:budget:{key:7}:2026-12:m3`` (model
-group 3). The ``{key:7}`` hash tag is the subject's rate-limit tag, so in a Redis Cluster
-the counters live on the node its limits already go to.
+A budget is checked in ``admit``'s round trip (one ``MGET`` of the month's counters, in the
+same pipeline as the rate-limit scripts) and charged in ``settle``'s (``INCRBY`` the tokens
+the answer used, inside the usage counters' script call). Counters are per subject and
+calendar month in TIME_ZONE: ``vh:budget:{u3}:key:7:2026-12`` (all models) and
+``...:2026-12:m3`` (model group 3). ``{u3}`` is the subject's usage shard
+(``usage.shard_of``): its budget counters and its usage hash share one Redis Cluster slot,
+so one script call charges both.
 
 Like the per-minute token limit, a budget is checked before the answer and charged after
 it: the answers in flight when it runs out may overshoot it, then every request is refused
@@ -17,17 +18,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from chat.gateway.usage import BUDGET_COUNTER_TTL_S, shard_of
 from config.local_cache import MISSING, LocalCache
-from config.redis import key
 
 # A month's counter outlives its month by a few weeks (the admin may still read it), then goes.
-COUNTER_TTL_S = 62 * 86400
+COUNTER_TTL_S = BUDGET_COUNTER_TTL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,12 @@ def reset_month_cache() -> None:
 
 
 def counter_key(tag: str, month: str, model_id: int | None) -> str:
-    base = key("budget", "{" + tag + "}", month)
+    return _counter_key(settings.REDIS_KEY_PREFIX, tag, month, model_id)
+
+
+@lru_cache(maxsize=16384)  # a few string operations per request otherwise
+def _counter_key(prefix: str, tag: str, month: str, model_id: int | None) -> str:
+    base = f"{prefix}:budget:{{u{shard_of(tag)}}}:{tag}:{month}"
     return f"{base}:m{model_id}" if model_id is not None else base
 
 

@@ -106,11 +106,20 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
-# Usage counters of one request (chat/gateway/usage.py). KEYS: 1 the shard's live hash.
-# ARGV: 1 field prefix ("<day>|<model>|<key id>|<user id>|"), then pairs metric, amount.
-# HINCRBY only the non-zero amounts: a request adds 2-4 fields, not one per metric.
+# Usage counters and budget charges of one request (chat/gateway/usage.py, budgets.py).
+# KEYS: 1 the shard's live usage hash, 2.. the caller's monthly budget counters (same slot).
+# ARGV: 1 field prefix ("<day>|<model>|<key id>|<user id>|"), 2 tokens charged to each budget,
+# 3 a new counter's lifetime (s), then pairs metric, amount. HINCRBY only the non-zero amounts:
+# a request adds 2-4 fields, not one per metric.
 USAGE_SCRIPT = b"""
-for i = 2, #ARGV, 2 do
+local tokens = tonumber(ARGV[2])
+if tokens > 0 then
+  for i = 2, #KEYS do
+    redis.call('INCRBY', KEYS[i], tokens)
+    if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  end
+end
+for i = 4, #ARGV, 2 do
   local n = tonumber(ARGV[i + 1])
   if n ~= 0 then redis.call('HINCRBY', KEYS[1], ARGV[1] .. ARGV[i], n) end
 end

@@ -2,8 +2,9 @@
 
 The request path never writes the database for usage. ``settle`` adds the request to a
 Redis hash in its own round trip (one ``EVALSHA`` of ``USAGE_SCRIPT``: ``HINCRBY`` of the
-fields ``<day>|<model>|<key id>|<user id>|<metric>``) on one of ``SHARDS`` hashes, picked
-at random so the load spreads over a cluster's nodes. ``usage_flush`` (every
+fields ``<day>|<model>|<key id>|<user id>|<metric>``, and the same call charges the caller's
+monthly budgets, whose counters share the hash's slot) on one of ``SHARDS`` hashes, the
+caller's (a hash of who it is), so the load spreads over a cluster's nodes. ``usage_flush`` (every
 GATEWAY_USAGE_FLUSH_S in each server process, or ``manage.py flush_usage``) moves the
 hashes into ``ModelUsage`` rows:
 
@@ -31,9 +32,12 @@ import threading
 import time
 import uuid
 import weakref
+import zlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -54,6 +58,9 @@ METRICS = {
     "o": "completion_tokens",
     "l": "latency_ms",
 }
+# A monthly budget counter (chat/gateway/budgets.py, charged by USAGE_SCRIPT) outlives its month
+# by a few weeks (the admin may still read it), then goes.
+BUDGET_COUNTER_TTL_S = 62 * 86400
 # Applied batch ids are kept this long (a batch left pending longer is still applied once:
 # its id is looked up before the rows are touched, and a batch is never that old in practice).
 FLUSH_RECORDS_DAYS = 30
@@ -107,9 +114,32 @@ def record_args(
     return prefix, amounts
 
 
-def redis_call(prefix: str, amounts: list[Any]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of ``USAGE_SCRIPT`` for one request, on a random shard."""
-    return [live_key(random.randrange(SHARDS))], [prefix, *amounts]
+@lru_cache(maxsize=16384)
+def shard_of(tag: str) -> int:
+    """The usage shard of a subject (``key:7``, ``user:42``...): its budget counters live in its slot too."""
+    return zlib.crc32(tag.encode()) % SHARDS
+
+
+def subject_tag(subject: Any) -> str:
+    if subject.api_key_id is not None:
+        return f"key:{subject.api_key_id}"
+    if subject.user_id is not None and not subject.is_anonymous:
+        return f"user:{subject.user_id}"
+    return f"anon:{subject.session_key or subject.ip}"
+
+
+def redis_call(
+    subject: Any,
+    prefix: str,
+    amounts: list[Any],
+    *,
+    budget_keys: Sequence[str] = (),
+    tokens: int = 0,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of ``USAGE_SCRIPT`` for one request: its counters (``amounts`` empty: none) and
+    the ``tokens`` to charge to its budget counters (``budget_keys``, in the subject's shard)."""
+    keys = [live_key(shard_of(subject_tag(subject))), *budget_keys]
+    return keys, [prefix, tokens, BUDGET_COUNTER_TTL_S, *amounts]
 
 
 class LocalUsage:

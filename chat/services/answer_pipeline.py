@@ -163,9 +163,13 @@ class _Run(AnswerMaking):
             yield _failed(exc)
             return
 
+        keys: dict[str, str | None] = {}
+
         def key_of(candidate: Candidate) -> str | None:
             model = candidate.group.name if candidate.group is not None else choice.asked
-            return cache_key(self.subject, self.options, plan, params, max_tokens, model=model)
+            if model not in keys:  # a sha256 of the whole prompt: once per model
+                keys[model] = cache_key(self.subject, self.options, plan, params, max_tokens, model=model)
+            return keys[model]
 
         try:
             index, admission = await admit_routed(self.subject, candidates, key_of)

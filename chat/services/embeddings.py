@@ -28,10 +28,9 @@ from django.conf import settings
 from chat.errors import PayloadTooLarge, ValidationFailed
 from chat.gateway import services as gateway
 from chat.gateway.types import Subject
-from chat.services.model_routing import model_choose
+from chat.services.model_routing import model_choose, model_metrics
 from inference import services as inference
 from inference.config import EMBEDDING
-from monitoring.metrics import MODEL_REQUESTS, MODEL_TOKENS
 
 PARAMS = frozenset({"model", "input", "encoding_format", "dimensions", "user", "input_type"})
 ENCODINGS = ("float", "base64")
@@ -132,6 +131,7 @@ async def embeddings_create(*, subject: Subject, payload: Any) -> Embeddings:
         admission.usage.latency_ms = round((time.perf_counter() - started) * 1000)
         await gateway.settle(subject, admission, prompt_tokens=tokens, completion_tokens=0)
         if choice.group is not None:
-            MODEL_REQUESTS.labels(choice.group.name, "error" if failed else "ok").inc()
-            MODEL_TOKENS.labels(choice.group.name, "prompt").inc(tokens)
+            metrics = model_metrics(choice.group.name)
+            (metrics.error if failed else metrics.ok).inc()
+            metrics.prompt.inc(tokens)
     return Embeddings(name, np.asarray(vectors, dtype=np.float32), tokens, request.encoding_format, admission.headers())

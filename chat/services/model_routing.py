@@ -101,8 +101,10 @@ async def model_choose(
         if group is None or group.kind != EMBEDDING or (allowed is not None and group.id not in allowed):
             raise not_found(asked or "embedding")
         return ModelChoice(asked, group, (group,))
-    fallback_default = _default_group(catalog, default, allowed)
-    if _anonymous(subject):
+    anonymous = _anonymous(subject)
+    # The default is worked out only when it matters (no name, or an anonymous caller).
+    fallback_default = _default_group(catalog, default, allowed) if anonymous or not asked else None
+    if anonymous:
         allowed = frozenset({fallback_default.id}) if fallback_default is not None else frozenset()
     group = catalog.resolve(asked) if asked else fallback_default
     if group is None or group.kind != GENERATION or (allowed is not None and group.id not in allowed):
@@ -144,12 +146,18 @@ def route_plan(
     if choice.group is None:
         window = window_of(None)
         return [Candidate(None, window)] if fits(window) else []
-    fitting = [(g, w) for g in choice.chain if fits(w := window_of(g))]
-    asked_fits = any(g is choice.group for g, _ in fitting)
-    ordered = [c for c in fitting if inference.model_group_usable(c[0])]
-    ordered += [c for c in fitting if c not in ordered]
+    usable: list[tuple[GroupConfig, int]] = []
+    down: list[tuple[GroupConfig, int]] = []
+    asked_fits = False
+    for group in choice.chain:
+        window = window_of(group)
+        if not fits(window):
+            continue
+        asked_fits = asked_fits or group is choice.group
+        (usable if inference.model_group_usable(group) else down).append((group, window))
     return [
-        Candidate(g, w, "" if g is choice.group else ("unavailable" if asked_fits else "context")) for g, w in ordered
+        Candidate(g, w, "" if g is choice.group else ("unavailable" if asked_fits else "context"))
+        for g, w in usable + down
     ]
 
 
@@ -175,15 +183,45 @@ def count_fallback(asked: GroupConfig | None, served: GroupConfig | None, reason
         MODEL_FALLBACKS.labels(model=asked.name, fallback=served.name, reason=reason or "unavailable").inc()
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelMetrics:
+    ok: Any
+    error: Any
+    cached: Any
+    prompt: Any
+    completion: Any
+    ttft: Any
+
+
+_model_metrics: dict[str, _ModelMetrics] = {}
+
+
+def model_metrics(model: str) -> _ModelMetrics:
+    """The labelled children of one model group's metrics, looked up once (``labels()`` takes a lock)."""
+    found = _model_metrics.get(model)
+    if found is None:
+        found = _model_metrics[model] = _ModelMetrics(
+            MODEL_REQUESTS.labels(model, "ok"),
+            MODEL_REQUESTS.labels(model, "error"),
+            MODEL_REQUESTS.labels(model, "cached"),
+            MODEL_TOKENS.labels(model, "prompt"),
+            MODEL_TOKENS.labels(model, "completion"),
+            MODEL_TTFT.labels(model),
+        )
+    return found
+
+
 def count_model_answer(model: str, outcome: Any) -> None:
     """The per-model figures of one answer (``model``: a group name): requests, tokens, time to first token."""
-    MODEL_REQUESTS.labels(model, "cached" if outcome.cached else ("error" if outcome.error else "ok")).inc()
+    m = model_metrics(model)
     if outcome.cached:
+        m.cached.inc()
         return
-    MODEL_TOKENS.labels(model, "prompt").inc(outcome.prompt_tokens)
-    MODEL_TOKENS.labels(model, "completion").inc(outcome.completion_tokens)
+    (m.error if outcome.error else m.ok).inc()
+    m.prompt.inc(outcome.prompt_tokens)
+    m.completion.inc(outcome.completion_tokens)
     if outcome.ttft_ms is not None and outcome.endpoint:  # the model answered (not a quote, not a curated reply)
-        MODEL_TTFT.labels(model).observe(outcome.ttft_ms / 1000)
+        m.ttft.observe(outcome.ttft_ms / 1000)
 
 
 def falls_back(exc: PlatformError) -> bool:

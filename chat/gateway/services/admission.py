@@ -249,7 +249,8 @@ async def admit(subject: Subject, *, cache_key: str | None, model: Any = None) -
     if cache_key:
         extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1)]
     spent_at = len(calls) + len(extra)
-    extra += [("get", b.key) for b in spend]
+    if spend:  # one MGET: the subject's budget counters share a slot
+        extra.append(("execute_command", "MGET", *[b.key for b in spend]))  # a cluster pipeline blocks .mget()
     if revocation:  # the API key's revocation check rides in the same round trip (last reply)
         extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
     try:
@@ -274,7 +275,7 @@ async def admit(subject: Subject, *, cache_key: str | None, model: Any = None) -
     if not all(o.allowed for o in outcomes):
         await _undo([o.check for o in outcomes if o.allowed], member)
         return _refusal(outcomes)
-    used = [int(v or 0) for v in results[spent_at : spent_at + len(spend)]]
+    used = [int(v or 0) for v in results[spent_at]] if spend else []
     for check, spent in zip(spend, used, strict=True):
         if spent >= check.limit:
             await _undo(checks, member)
@@ -373,12 +374,14 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
         )
         for c in checks
     ]
-    if counted:
-        calls.append((limiter.USAGE_SHA, *usage.redis_call(prefix, amounts)))
+    charge = tokens if ticket.budgets else 0
+    if counted or charge:  # the usage counters and the budget charges: one script call, one slot
+        budget_keys = [b.key for b in ticket.budgets]
+        keys, args = usage.redis_call(
+            subject, prefix, amounts if counted else [], budget_keys=budget_keys, tokens=charge
+        )
+        calls.append((limiter.USAGE_SHA, keys, args))
     extra: list[tuple] = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
-    if tokens:
-        for b in ticket.budgets:
-            extra += [("incrby", b.key, tokens), ("expire", b.key, budgets.COUNTER_TTL_S, True)]
     if not calls and not extra:
         return
     try:
