@@ -42,6 +42,7 @@ class AnswerMaking:
     stored: Stored | None
     options: ChatOptions
     channel: str
+    served_name: str
 
     def _ms(self, at: float | None = None) -> int:
         raise NotImplementedError
@@ -50,7 +51,24 @@ class AnswerMaking:
         raise NotImplementedError
 
     def _end(self, outcome: Outcome) -> End:
-        raise NotImplementedError
+        """The End event of a finished answer."""
+        return End(
+            status=outcome.status,
+            content=outcome.content,
+            citations=outcome.citations,
+            usage={
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+            },
+            latency={"ttft_ms": outcome.ttft_ms, "total_ms": outcome.total_ms},
+            model=outcome.model,
+            model_group=self.served_name,
+            finish_reason=outcome.finish_reason,
+            cached=outcome.cached,
+            conversation_id=self.stored.conversation_id if self.stored else None,
+            message_id=self.stored.message_id if self.stored else None,
+        )
 
     async def _replay(self, cached: CachedAnswer) -> AsyncIterator[ChatEvent]:
         """A cached answer, streamed in pieces (stored like any answer, ``cached=True``)."""

@@ -374,25 +374,6 @@ class _Run(AnswerMaking):
         admission, self.admission = self.admission, None
         await gateway.settle(self.subject, admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
-    def _end(self, outcome: Outcome) -> End:
-        return End(
-            status=outcome.status,
-            content=outcome.content,
-            citations=outcome.citations,
-            usage={
-                "prompt_tokens": outcome.prompt_tokens,
-                "completion_tokens": outcome.completion_tokens,
-                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-            },
-            latency={"ttft_ms": outcome.ttft_ms, "total_ms": outcome.total_ms},
-            model=outcome.model,
-            model_group=self.served_name,
-            finish_reason=outcome.finish_reason,
-            cached=outcome.cached,
-            conversation_id=self.stored.conversation_id if self.stored else None,
-            message_id=self.stored.message_id if self.stored else None,
-        )
-
     def _ms(self, at: float | None = None) -> int:
         return round(((at if at is not None else time.perf_counter()) - self.started) * 1000)
 

@@ -31,6 +31,10 @@ from inference import services as inference
 from inference.config import EMBEDDING, GENERATION, GroupConfig, env_generation_group
 from monitoring.metrics import MODEL_FALLBACKS, MODEL_NOT_FOUND, MODEL_REQUESTS, MODEL_TOKENS, MODEL_TTFT
 
+# A name every deployment answers to, unless a group or alias takes it: the default chat model
+# (what integrators' examples can use without knowing the deployment's model names).
+DEFAULT_NAME = "default"
+
 
 @dataclass(frozen=True, slots=True)
 class ModelChoice:
@@ -87,8 +91,8 @@ async def model_choose(
 ) -> ModelChoice:
     """The group ``requested`` names (an alias works too) if ``subject`` may use it, else ModelNotFound.
 
-    No name: ``default`` (ChatSettings' default model) for generation, the embedding
-    model for embeddings. Anonymous callers (browser chat without login) may use only the
+    No name, or ``"default"`` (unless a group is called so): ``default`` (ChatSettings' default
+    model) for generation, the embedding model for embeddings. Anonymous callers (browser chat without login) may use only the
     default chat model.
     """
     asked = requested or ""
@@ -101,6 +105,8 @@ async def model_choose(
         if group is None or group.kind != EMBEDDING or (allowed is not None and group.id not in allowed):
             raise not_found(asked or "embedding")
         return ModelChoice(asked, group, (group,))
+    if asked == DEFAULT_NAME and catalog.resolve(asked) is None:
+        asked = ""  # "default": the default chat model, whatever it is called here
     anonymous = _anonymous(subject)
     # The default is worked out only when it matters (no name, or an anonymous caller).
     fallback_default = _default_group(catalog, default, allowed) if anonymous or not asked else None

@@ -89,6 +89,9 @@ async def test_resolution_follows_access_and_answers_404_the_same_for_unknown_an
     assert [g.name for g in await models_for(key)] == ["alpha", "emb"]
     free = Subject(user_id=1, api_key_id=2)
     assert [g.name for g in (await model_choose(free, "alpha")).chain] == ["alpha", "beta"]
+    # "default" names the default chat model, whatever it is called in this deployment.
+    assert (await model_choose(free, "default", default="gamma")).name == "gamma"
+    assert (await model_choose(key, "default", default="gamma")).name == "alpha"  # gamma: not the key's
 
 
 async def test_anonymous_callers_get_the_default_model_only(registry):
