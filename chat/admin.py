@@ -194,7 +194,10 @@ class ChatSettingsAdmin(admin.ModelAdmin):
             _("When the documents do not answer"),
             {"fields": ["not_found_message", "relevance_floor", "curated_threshold"]},
         ),
-        (_("Generation"), {"fields": ["temperature", "max_tokens", "context_window", "history_token_budget"]}),
+        (
+            _("Generation"),
+            {"fields": ["default_model", "temperature", "max_tokens", "context_window", "history_token_budget"]},
+        ),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -168,6 +168,9 @@ class MessageCreateSerializer(serializers.Serializer):
         required=False,
         help_text="How the answer is made (default: the admin's chat settings).",
     )
+    model = serializers.CharField(
+        required=False, help_text="A model name or alias you may use (default: the chat settings' default model)."
+    )
     temperature = serializers.FloatField(required=False, min_value=0, max_value=2)
     max_tokens = serializers.IntegerField(required=False, min_value=1)
 
@@ -329,6 +332,8 @@ class MessageListView(ChatAPIView):
             response = StreamingHttpResponse(sse_stream(first, events), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+            for name, value in getattr(first, "headers", {}).items():  # X-RateLimit-*, X-Budget-*
+                response[name] = value
             return response
         final = async_to_sync(services.collect)(events)
         if isinstance(final, Error) and final.message_id is None:

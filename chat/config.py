@@ -18,7 +18,8 @@ from django.db import DatabaseError
 
 from chat.asyncdb import db
 from config.local_cache import MISSING, LocalCache
-from inference.services import generation_context_window
+from inference.config import GroupConfig
+from inference.services import generation_context_window, model_group_context_window
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +36,21 @@ class AnswerConfig:
     not_found_message: str
     relevance_floor: float
     curated_threshold: float
+    default_model: str = ""  # ChatSettings.default_model's name ("": the environment's model)
 
     @property
     def context_window(self) -> int:
         """The admin's value, else the generation endpoints' smallest window, else CHAT_CONTEXT_WINDOW."""
         return self.context_window_setting or generation_context_window() or settings.CHAT_CONTEXT_WINDOW
+
+    def window_for(self, group: GroupConfig | None) -> int:
+        """A model group's context window: its own (or its endpoints'), else the admin's, else CHAT_CONTEXT_WINDOW.
+
+        No group (none configured): ``context_window``, as before groups existed.
+        """
+        if group is None:
+            return self.context_window
+        return model_group_context_window(group) or self.context_window_setting or settings.CHAT_CONTEXT_WINDOW
 
     @property
     def fingerprint(self) -> str:
@@ -53,6 +64,7 @@ class AnswerConfig:
                 self.answer_mode,
                 self.not_found_message,
                 self.relevance_floor,
+                self.default_model,
             )
         )
         return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
@@ -72,7 +84,7 @@ def invalidate(**_signal_kwargs: Any) -> None:
 def _load() -> AnswerConfig:
     from chat.models import ChatSettings
 
-    row, _ = ChatSettings.objects.get_or_create(pk=1)
+    row, _ = ChatSettings.objects.select_related("default_model").get_or_create(pk=1)
     return AnswerConfig(
         system_prompt=row.system_prompt,
         retrieval_enabled=row.retrieval_enabled,
@@ -86,6 +98,7 @@ def _load() -> AnswerConfig:
         not_found_message=row.not_found_message,
         relevance_floor=row.relevance_floor,
         curated_threshold=row.curated_threshold,
+        default_model=row.default_model.name if row.default_model is not None else "",
     )
 
 

@@ -2,8 +2,8 @@
 
 Protocol (docs/chat.md has the full table):
 
-client -> server  {"type": "message", "content": "...", "conversation_id"?: "<uuid>"}
-                  {"type": "regenerate", "conversation_id": "<uuid>"}
+client -> server  {"type": "message", "content": "...", "conversation_id"?: "<uuid>", "model"?: "<name>"}
+                  {"type": "regenerate", "conversation_id": "<uuid>", "model"?: "<name>"}
                   {"type": "stop"}   {"type": "ping"}
 server -> client  start, sources, token, end, error, pong, heartbeat
 
@@ -38,7 +38,7 @@ from chat.errors import (
 from chat.gateway import services as gateway
 from chat.gateway.auth import client_ip, subject_for
 from chat.gateway.types import Subject
-from chat.gateway.validation import ANSWER_MODES, validate_user_message
+from chat.gateway.validation import ANSWER_MODES, MAX_MODEL_CHARS, validate_user_message
 from chat.renderers.websocket import (
     end_frame,
     error_frame,
@@ -189,6 +189,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             answer_mode = content.get("answer_mode")
             if answer_mode is not None and answer_mode not in ANSWER_MODES:
                 raise ValidationFailed(f"answer_mode must be one of {', '.join(ANSWER_MODES)}.")
+            model = content.get("model")
+            if model is not None and (not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_CHARS):
+                raise ValidationFailed("model must be a model name.")
             conversation_id = content.get("conversation_id")
             if conversation_id is not None:
                 conversation_id = uuid.UUID(str(conversation_id))
@@ -202,12 +205,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.answering = True
         CHAT_WEBSOCKET_ANSWERS.inc()
-        self.answer = asyncio.create_task(self._answer(text, conversation_id, regenerate, answer_mode))
+        self.answer = asyncio.create_task(self._answer(text, conversation_id, regenerate, answer_mode, model))
 
     # One trace per answer, not per socket: a new root span, whatever the connection did before.
     @tracing.root_span("chat.answer", **{"chat.channel": "websocket"})
     async def _answer(
-        self, text: str, conversation_id: uuid.UUID | None, regenerate: bool, answer_mode: str | None = None
+        self,
+        text: str,
+        conversation_id: uuid.UUID | None,
+        regenerate: bool,
+        answer_mode: str | None = None,
+        model: str | None = None,
     ) -> None:
         assert self.subject is not None
         started: Start | None = None
@@ -218,7 +226,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 content=text,
                 conversation_id=conversation_id,
                 regenerate=regenerate,
-                options=services.ChatOptions(principal=self.scope.get("user"), answer_mode=answer_mode),
+                options=services.ChatOptions(principal=self.scope.get("user"), answer_mode=answer_mode, model=model),
             )
             async with aclosing(events) as stream:
                 async for event in stream:

@@ -26,10 +26,12 @@ from config.errors import (
 
 __all__ = [
     "AuthenticationRequired",
+    "BudgetExceeded",
     "Busy",
     "ContextLengthExceeded",
     "InternalError",
     "MethodNotAllowed",
+    "ModelNotFound",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -54,3 +56,20 @@ class ContextLengthExceeded(ValidationFailed):
     code = "context_length_exceeded"
     http_status = 400
     message = "The message is too long for the model's context window."
+
+
+class ModelNotFound(NotFound):
+    """The ``model`` asked for is unknown, disabled, or not one the caller may use (the same answer:
+    telling them apart would list the models of other customers)."""
+
+    code = "model_not_found"
+    http_status = 404
+    message = "The model does not exist or you do not have access to it."
+
+
+class BudgetExceeded(RateLimited):
+    """The caller's monthly token budget is spent (OpenAI: 429 ``insufficient_quota``)."""
+
+    code = "budget_exceeded"
+    http_status = 429
+    message = "The monthly token budget is spent."

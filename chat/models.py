@@ -177,7 +177,23 @@ class ChatSettings(models.Model):
         _("context window (tokens)"),
         null=True,
         blank=True,
-        help_text=_("The model's context window. Blank: the generation endpoints' setting, else CHAT_CONTEXT_WINDOW."),
+        help_text=_(
+            "Context window of models that state none (the model group's setting, else its endpoints', comes first). "
+            "Blank: CHAT_CONTEXT_WINDOW."
+        ),
+    )
+    default_model = models.ForeignKey(
+        "inference.ModelGroup",
+        verbose_name=_("default model"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        limit_choices_to={"kind": "generation"},
+        related_name="+",
+        help_text=_(
+            "The model browser chat (and requests that name none) use. Blank: the environment's model "
+            "(VLLM_MODEL, else the local model)."
+        ),
     )
     temperature = models.FloatField(_("temperature"), default=0.2)
     max_tokens = models.PositiveIntegerField(_("max tokens per answer"), default=512)

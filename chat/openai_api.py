@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoint: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""OpenAI-compatible endpoint: ``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``.
 
 The integrators' hot path: plain async Django views (no DRF, no sync ORM),
 one Redis round trip for limiter + cache (the gateway contract), no database
@@ -12,11 +12,15 @@ conversation). Responses add ``sources`` (the numbered sources given to the mode
 ``cited`` marking those the answer used); in a stream they ride on the chunk that
 carries ``finish_reason``. Errors use OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}`` with the matching status.
+
+``model`` names a model group (or an alias of one) the key may use; anything else is
+OpenAI's 404 ``model_not_found``. The response's ``model`` is the group's name, or its
+fallback's when a fallback answered. The views only parse, call one service and render:
+the logic is in ``chat.services`` (model_routing, embeddings, answer_pipeline).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -26,15 +30,25 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from chat import services
+from chat.config import get_config
 from chat.errors import AuthenticationRequired, MethodNotAllowed, PlatformError, ValidationFailed
 from chat.gateway.auth import authenticate_bearer, client_ip, require_scope, subject_for
 from chat.gateway.validation import parse_json_body, validate_chat_request
-from chat.renderers.openai import ChunkWriter, completion_body, openai_error_response
+from chat.renderers.openai import (
+    ChunkWriter,
+    completion_body,
+    embeddings_json,
+    model_object,
+    models_body,
+    openai_error_response,
+)
+from chat.services.embeddings import embeddings_create
+from chat.services.model_routing import model_choose, models_for
 from chat.types import Error
+from inference.config import EMBEDDING
 from monitoring.metrics import CHAT_ERRORS
 
 OWNED_BY = "vacant-house-platform"
-MODELS_CACHE_S = 30.0
 
 
 def _refused(err: PlatformError) -> HttpResponse:
@@ -86,53 +100,83 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if isinstance(first, Error):
         await events.aclose()
         return openai_error_response(first.error)
-    model = validated.model or first.model or settings.VLLM_MODEL or "default"
+    # The model group that answers (the one asked for, or its fallback); Start names it.
+    model = first.model or validated.model or "default"
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if validated.stream:
         stream = ChunkWriter(completion_id, model, include_usage=validated.include_usage)
         response = StreamingHttpResponse(stream.render(first, events), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
-        return response
+        return _with_headers(response, first)
 
     final = await services.collect(events)
     if isinstance(final, Error):
         return openai_error_response(final.error)
-    return HttpResponse(
-        orjson.dumps(completion_body(final, completion_id=completion_id, model=model)), content_type="application/json"
+    body = completion_body(final, completion_id=completion_id, model=final.model_group or model)
+    return _with_headers(HttpResponse(orjson.dumps(body), content_type="application/json"), first)
+
+
+def _with_headers(response: HttpResponse, first: Any) -> HttpResponse:
+    """The limits' and budget's X-RateLimit-* / X-Budget-* headers (the Start event carries them)."""
+    for name, value in getattr(first, "headers", {}).items():
+        response[name] = value
+    return response
+
+
+# --- /v1/embeddings ---------------------------------------------------------------------------
+
+
+@csrf_exempt
+async def embeddings(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _refused(MethodNotAllowed("Use POST."))
+    try:
+        principal = await _principal(request, admitted=True)
+        subject = subject_for(principal=principal, ip=client_ip(request.META))
+        result = await embeddings_create(subject=subject, payload=parse_json_body(request.body))
+    except PlatformError as exc:
+        return _refused(exc)
+    body = embeddings_json(
+        result.model, result.vectors, prompt_tokens=result.prompt_tokens, encoding_format=result.encoding_format
     )
+    response = HttpResponse(body, content_type="application/json")
+    for name, value in result.headers.items():
+        response[name] = value
+    return response
 
 
 # --- /v1/models ------------------------------------------------------------------------------
 
-_models: tuple[float, list[str]] | None = None
-
-
-async def _model_names() -> list[str]:
-    global _models
-    now = time.monotonic()
-    if _models is not None and _models[0] > now:
-        return _models[1]
-    from inference.services import list_models
-
-    try:
-        per_endpoint = await list_models()
-    except Exception:
-        per_endpoint = {}
-    names = sorted({name for names in per_endpoint.values() for name in names})
-    if not names:
-        names = [settings.VLLM_MODEL or "default"]
-    _models = (now + MODELS_CACHE_S, names)
-    return names
-
 
 @csrf_exempt
 async def models(request: HttpRequest) -> HttpResponse:
+    """The model groups this key may use (chat and embedding), by name; aliases work but are not listed."""
     if request.method != "GET":
         return _refused(MethodNotAllowed("Use GET."))
     try:
-        await _principal(request)
+        principal = await _principal(request)
     except PlatformError as exc:
         return _refused(exc)
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": OWNED_BY} for name in await _model_names()]
-    return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+    subject = subject_for(principal=principal, ip=client_ip(request.META))
+    groups = await models_for(subject, default=(await get_config()).default_model)
+    return HttpResponse(
+        orjson.dumps(models_body([g.name for g in groups], owned_by=OWNED_BY)), content_type="application/json"
+    )
+
+
+@csrf_exempt
+async def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """``GET /v1/models/{model}`` (``client.models.retrieve``): the group a name or alias reaches, or 404."""
+    if request.method != "GET":
+        return _refused(MethodNotAllowed("Use GET."))
+    try:
+        principal = await _principal(request)
+        subject = subject_for(principal=principal, ip=client_ip(request.META))
+        try:
+            choice = await model_choose(subject, name, default=(await get_config()).default_model)
+        except PlatformError:
+            choice = await model_choose(subject, name, kind=EMBEDDING)
+    except PlatformError as exc:
+        return _refused(exc)
+    return HttpResponse(orjson.dumps(model_object(choice.name, owned_by=OWNED_BY)), content_type="application/json")

@@ -6,6 +6,10 @@ stream from ``chat.services`` and renders it with its ``chat.renderers`` module:
     Start -> Sources -> Token* -> End        (an answer, complete or not)
     Error                                    (refused before anything was stored)
     Start -> Sources? -> Token* -> Error     (failed midway; the partial answer is stored)
+
+``Routed`` may come before the first Token: the model group named in Start failed before
+its first token and one of its fallbacks answers instead (renderers that show the model
+name switch to it; others ignore the event).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class ChatOptions:
     # Generation parameters a caller may set (validated at the edge): temperature,
     # top_p, max_tokens, stop, seed, presence_penalty, frequency_penalty.
     params: dict[str, Any] = field(default_factory=dict)
+    # The model (group name or alias) asked for; None: ChatSettings' default model.
     model: str | None = None
     # False: the caller wants the whole answer at once (a non-streaming OpenAI request), so the
     # upstream is asked without streaming too: one JSON body instead of an SSE event per token.
@@ -69,6 +74,8 @@ class Start:
     message_id: int | None
     model: str = ""
     cached: bool = False
+    # The admission's X-RateLimit-* and X-Budget-* headers, for adapters that answer over HTTP.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +89,19 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class Routed:
+    model: str  # the fallback model group that answers from now on
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     status: str  # complete | partial
     content: str
     citations: list[dict[str, Any]]
     usage: dict[str, int]  # prompt_tokens, completion_tokens, total_tokens
     latency: dict[str, int | None]  # ttft_ms, total_ms
-    model: str = ""
+    model: str = ""  # what made the answer: a model group, or extractive / not-found / curated
+    model_group: str = ""  # the model group that served the request (a fallback's when one answered)
     finish_reason: str | None = None
     cached: bool = False
     conversation_id: uuid.UUID | None = None
@@ -107,4 +120,4 @@ class Error:
         return self.error.code
 
 
-ChatEvent = Start | Sources | Token | End | Error
+ChatEvent = Start | Sources | Routed | Token | End | Error

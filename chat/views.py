@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
@@ -10,7 +11,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from chat.api import ensure_session
+from chat.config import get_config_sync
 from chat.errors import RateLimited
+from chat.gateway.auth import subject_for
+from chat.services.model_routing import chat_model_picker
 
 
 def ui_strings() -> dict[str, str]:
@@ -41,6 +45,8 @@ def ui_strings() -> dict[str, str]:
         "deleted": _("Conversation deleted."),
         "partial": _("(answer interrupted)"),
         "loadFailed": _("Could not load the conversation."),
+        "modelNotFound": _("That model is not available to you. Choose another one."),
+        "budgetExceeded": _("Your monthly usage allowance is spent. Please contact the site's operators."),
     }
 
 
@@ -63,4 +69,11 @@ def index(request: HttpRequest) -> HttpResponse:
         "heartbeatS": settings.CHAT_WS_HEARTBEAT_S,
         "strings": ui_strings(),
     }
-    return render(request, "chat/index.html", {"chat_config": config})
+    # The model picker: shown when the visitor may use more than one chat model.
+    subject = subject_for(principal=None, user=request.user, session_key=request.session.session_key)
+    models, chosen = async_to_sync(chat_model_picker)(subject, default=get_config_sync().default_model)
+    return render(
+        request,
+        "chat/index.html",
+        {"chat_config": config, "chat_models": models, "chat_default_model": chosen},
+    )

@@ -243,6 +243,9 @@ VLLM_MODEL = env_opt("VLLM_MODEL")
 VLLM_API_KEY = env_opt("VLLM_API_KEY")
 # Where the run command starts the local llama.cpp server when VLLM_URL is unset.
 LOCAL_LLM_URL = env_str("LOCAL_LLM_URL", "http://127.0.0.1:8081/v1")
+# The model name that local server serves (deploy/local/llm_server.py's VH_LLM_ALIAS): the
+# name of its model group when VLLM_URL is unset.
+LOCAL_LLM_MODEL = env_str("LOCAL_LLM_MODEL", "smollm2")
 TRITON_URL = env_opt("TRITON_URL")
 # gRPC address (host:port) of the same Triton; used when TRITON_PROTOCOL=grpc.
 TRITON_GRPC_URL = env_opt("TRITON_GRPC_URL")
@@ -283,6 +286,9 @@ except ValueError:
 # when no generation endpoint of this process can serve (all down or their breakers open); an
 # embedding outage only degrades answers (lexical search).
 INFERENCE_READYZ_REQUIRED_KINDS = env_list("INFERENCE_READYZ_REQUIRED_KINDS", ["generation"])
+# Keys that encrypt the upstream API keys stored on model endpoints (comma-separated: the first
+# encrypts, every one decrypts, for rotation). Unset: one derived from SECRET_KEY (inference/secrets.py).
+INFERENCE_ENCRYPTION_KEYS = env_list("INFERENCE_ENCRYPTION_KEYS", [])
 
 # --- Knowledge (ingestion, chunking, retrieval) -----------------------------
 
@@ -365,6 +371,8 @@ GATEWAY_MAX_MESSAGE_CHARS = env_int("GATEWAY_MAX_MESSAGE_CHARS", 4000)
 GATEWAY_MAX_PROMPT_CHARS = env_int("GATEWAY_MAX_PROMPT_CHARS", 32000)
 GATEWAY_MAX_MESSAGES = env_int("GATEWAY_MAX_MESSAGES", 50)
 GATEWAY_MAX_TOKENS = env_int("GATEWAY_MAX_TOKENS", 2048)
+# Texts per /v1/embeddings request (each at most GATEWAY_MAX_MESSAGE_CHARS).
+GATEWAY_MAX_EMBEDDING_INPUTS = env_int("GATEWAY_MAX_EMBEDDING_INPUTS", 256)
 
 # Rate limiting. open: when Redis is unreachable each process applies the same policies
 # in memory (availability first); closed: refuse with 503 until Redis is back.
@@ -383,6 +391,9 @@ GATEWAY_REDIS_CONCURRENCY = env_int("GATEWAY_REDIS_CONCURRENCY", 64)
 RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
 # A concurrency slot not released (crashed worker) expires after this many seconds.
 RATELIMIT_SLOT_TTL_S = env_int("RATELIMIT_SLOT_TTL_S", 300)
+# Seconds between flushes of the usage counters (Redis) into PostgreSQL, in each server process
+# (chat/gateway/usage.py); 0: no background flush (run `manage.py flush_usage` from cron instead).
+GATEWAY_USAGE_FLUSH_S = env_float("GATEWAY_USAGE_FLUSH_S", 60.0)
 
 # Response cache (exact match on model + prompt + context + parameters).
 RESPONSE_CACHE_ENABLED = env_bool("RESPONSE_CACHE_ENABLED", True)

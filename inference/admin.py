@@ -1,20 +1,21 @@
-"""Admin for model endpoints: configuration, health at a glance, "check now".
+"""Admin for model groups and endpoints: configuration, health at a glance, "check now".
 
-The API key is write-only: the form never renders it (only a masked prefix);
-typing a new one replaces it, "clear" removes it, leaving the field blank keeps it.
+The API key is write-only: the form never renders it, nor any of its characters (only
+whether one is set); typing a new one replaces it, "clear" removes it, leaving the field
+blank keeps it. It is stored encrypted (inference/secrets.py).
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from inference import services
-from inference.models import ModelEndpoint, mask_secret
+from inference.models import ModelEndpoint, ModelGroup, mask_secret
 
 
 class ModelEndpointForm(forms.ModelForm):
@@ -33,6 +34,7 @@ class ModelEndpointForm(forms.ModelForm):
         fields = [
             "name",
             "kind",
+            "group",
             "protocol",
             "base_url",
             "model_name",
@@ -73,6 +75,7 @@ class ModelEndpointAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "kind",
+        "group",
         "protocol",
         "base_url",
         "model_name",
@@ -85,7 +88,7 @@ class ModelEndpointAdmin(admin.ModelAdmin):
         "short_error",
         "source",
     ]
-    list_filter = ["kind", "protocol", "enabled", "healthy", "source"]
+    list_filter = ["kind", "group", "protocol", "enabled", "healthy", "source"]
     search_fields = ["name", "base_url", "model_name"]
     actions = ["check_now", "enable", "disable"]
     readonly_fields = [
@@ -99,7 +102,7 @@ class ModelEndpointAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     fieldsets = [
-        (None, {"fields": ["name", "kind", "protocol", "base_url", "model_name", "enabled", "source"]}),
+        (None, {"fields": ["name", "kind", "group", "protocol", "base_url", "model_name", "enabled", "source"]}),
         (_("Authentication"), {"fields": ["api_key_hint", "new_api_key", "clear_api_key"]}),
         (_("Routing"), {"fields": ["priority", "weight", "max_concurrent", "max_queue"]}),
         (_("Timeouts"), {"fields": ["connect_timeout_s", "read_timeout_s", "total_timeout_s"]}),
@@ -153,3 +156,47 @@ class ModelEndpointAdmin(admin.ModelAdmin):
     @admin.action(description=_("Disable"))
     def disable(self, request: HttpRequest, queryset: QuerySet[ModelEndpoint]) -> None:
         services.endpoints_set_enabled(queryset, enabled=False)
+
+
+class GroupEndpointInline(admin.TabularInline):
+    """The group's endpoints at a glance (edited on their own page: keys and timeouts live there)."""
+
+    model = ModelEndpoint
+    fields = ["name", "base_url", "model_name", "weight", "priority", "enabled", "healthy"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = _("endpoints serving this model")
+
+    def has_add_permission(self, request: HttpRequest, obj: ModelGroup | None = None) -> bool:
+        return False
+
+
+@admin.register(ModelGroup)
+class ModelGroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "aliases", "fallbacks", "endpoint_count", "context_window", "enabled", "source"]
+    list_filter = ["kind", "enabled", "source"]
+    search_fields = ["name", "aliases"]
+    readonly_fields = ["source", "created_at", "updated_at"]
+    fields = ["name", "kind", "aliases", "fallbacks", "context_window", "enabled", "source", "created_at", "updated_at"]
+    inlines = [GroupEndpointInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelGroup]:
+        return super().get_queryset(request).annotate(n_endpoints=Count("endpoints"))
+
+    @admin.display(description=_("endpoints"), ordering="n_endpoints")
+    def endpoint_count(self, obj: ModelGroup) -> int:
+        return obj.n_endpoints
+
+    def save_model(self, request: HttpRequest, obj: ModelGroup, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        services.endpoints_invalidate_cache()
+
+    def delete_model(self, request: HttpRequest, obj: ModelGroup) -> None:
+        super().delete_model(request, obj)
+        services.endpoints_invalidate_cache()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelGroup]) -> None:
+        super().delete_queryset(request, queryset)
+        services.endpoints_invalidate_cache()

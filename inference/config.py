@@ -1,7 +1,8 @@
-"""Endpoint configuration as plain values: what the request path works with.
+"""Endpoint and model-group configuration as plain values: what the request path works with.
 
 ``EndpointConfig`` is an immutable copy of a ``ModelEndpoint`` row (or of an
-endpoint derived from the environment), so the token loop never touches the ORM.
+endpoint derived from the environment), ``GroupConfig`` of a ``ModelGroup`` row, so
+the token loop never touches the ORM.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ class EndpointConfig:
     default_params: dict[str, Any] = field(default_factory=dict, compare=True, hash=False)
     context_window: int | None = None
     id: int | None = None
+    # The model group (its public name) this endpoint serves; "" for none (embedding, reranker).
+    group: str = ""
 
     @classmethod
-    def from_model(cls, row: Any) -> EndpointConfig:
+    def from_model(cls, row: Any, *, group: str = "") -> EndpointConfig:
         return cls(
             id=row.pk,
             name=row.name,
@@ -58,6 +61,30 @@ class EndpointConfig:
             api_key=row.api_key,
             default_params=dict(row.default_params or {}),
             context_window=row.context_window,
+            group=group,
+        )
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A model group: the name clients ask for, its aliases, and the groups it falls back to."""
+
+    name: str
+    kind: str = GENERATION
+    aliases: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    context_window: int | None = None
+    id: int | None = None
+
+    @classmethod
+    def from_model(cls, row: Any) -> GroupConfig:
+        return cls(
+            id=row.pk,
+            name=row.name,
+            kind=row.kind,
+            aliases=tuple(row.alias_list),
+            fallbacks=tuple(row.fallback_list),
+            context_window=row.context_window,
         )
 
 
@@ -71,6 +98,7 @@ class EnvEndpointSpec:
     base_url: str
     model_name: str
     api_key: str = field(default="", repr=False)
+    group: str = ""  # the env model group this endpoint serves (generation)
 
     def as_config(self) -> EndpointConfig:
         return EndpointConfig(
@@ -80,6 +108,7 @@ class EnvEndpointSpec:
             base_url=self.base_url,
             model_name=self.model_name,
             api_key=self.api_key,
+            group=self.group,
         )
 
 
@@ -91,6 +120,25 @@ ENV_TRITON_RERANKER = "triton-reranker"
 ENV_NAMES = (ENV_VLLM, ENV_LOCAL_LLM, ENV_TRITON_EMBEDDING, ENV_TRITON_RERANKER)
 
 
+def env_generation_group() -> str:
+    """The name of the model group the environment's generation endpoint serves.
+
+    VLLM_URL set: VLLM_MODEL (vLLM's served model name; "default" when unset, the endpoint
+    then asks the server for its model); unset: LOCAL_LLM_MODEL, the local llama.cpp model.
+    """
+    if settings.VLLM_URL:
+        return settings.VLLM_MODEL or "default"
+    return settings.LOCAL_LLM_MODEL
+
+
+def env_group_specs() -> list[GroupConfig]:
+    """The model groups the environment implies: its generation model and the embedding model."""
+    return [
+        GroupConfig(name=env_generation_group(), kind=GENERATION),
+        GroupConfig(name=settings.INFERENCE_EMBEDDING_MODEL_NAME, kind=EMBEDDING),
+    ]
+
+
 def env_endpoint_specs() -> list[EnvEndpointSpec]:
     """The endpoints implied by VLLM_URL / LOCAL_LLM_URL / TRITON_URL (see docs/inference.md).
 
@@ -99,14 +147,21 @@ def env_endpoint_specs() -> list[EnvEndpointSpec]:
     TRITON_RERANKER_MODEL is empty, ``triton-reranker`` (gRPC when TRITON_PROTOCOL=grpc).
     """
     specs: list[EnvEndpointSpec] = []
+    group = env_generation_group()
     if settings.VLLM_URL:
         specs.append(
             EnvEndpointSpec(
-                ENV_VLLM, GENERATION, OPENAI, settings.VLLM_URL, settings.VLLM_MODEL or "", settings.VLLM_API_KEY or ""
+                ENV_VLLM,
+                GENERATION,
+                OPENAI,
+                settings.VLLM_URL,
+                settings.VLLM_MODEL or "",
+                settings.VLLM_API_KEY or "",
+                group=group,
             )
         )
     else:
-        specs.append(EnvEndpointSpec(ENV_LOCAL_LLM, GENERATION, OPENAI, settings.LOCAL_LLM_URL, ""))
+        specs.append(EnvEndpointSpec(ENV_LOCAL_LLM, GENERATION, OPENAI, settings.LOCAL_LLM_URL, "", group=group))
     if settings.TRITON_URL:
         grpc = settings.TRITON_PROTOCOL == "grpc"
         if grpc and not settings.TRITON_GRPC_URL:

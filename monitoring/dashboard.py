@@ -35,7 +35,23 @@ _UP = "inference_endpoint_up"
 # the error rate counts them, as the HighErrorRate alert does.
 _STREAM_ERRORS = "chat_stream_errors_total"
 _WS_ANSWERS = "chat_websocket_answers_total"
-_WANTED = {_REQUESTS, _LATENCY_BUCKET, _LATENCY_COUNT, _LATENCY_SUM, _CACHE, _QUEUE, _UP, _STREAM_ERRORS, _WS_ANSWERS}
+_MODEL_REQUESTS = "model_requests_total"
+_MODEL_TOKENS = "model_tokens_total"
+_MODEL_TTFT_BUCKET = "model_time_to_first_token_seconds_bucket"
+_WANTED = {
+    _REQUESTS,
+    _LATENCY_BUCKET,
+    _LATENCY_COUNT,
+    _LATENCY_SUM,
+    _CACHE,
+    _QUEUE,
+    _UP,
+    _MODEL_REQUESTS,
+    _MODEL_TOKENS,
+    _MODEL_TTFT_BUCKET,
+    _STREAM_ERRORS,
+    _WS_ANSWERS,
+}
 
 # An endpoint's last error can be a long traceback-ish text; the table needs the gist.
 _ERROR_CHARS = 300
@@ -57,6 +73,14 @@ def _metric_figures() -> dict[str, Any]:
     queue: dict[str, float] = {}
     up: dict[str, float] = {}
     streams = {"errors_5xx": 0.0, "websocket_answers": 0.0}
+    # Per model group (the label values are group names): cumulative requests, tokens, TTFT buckets.
+    models: dict[str, dict[str, Any]] = {}
+
+    def model(name: str) -> dict[str, Any]:
+        return models.setdefault(
+            name, {"requests": 0.0, "errors": 0.0, "prompt_tokens": 0.0, "completion_tokens": 0.0, "ttft": {}}
+        )
+
     for family in _families():
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
@@ -88,6 +112,21 @@ def _metric_figures() -> dict[str, Any]:
                     streams["errors_5xx"] += value
             elif name == _WS_ANSWERS:
                 streams["websocket_answers"] += value
+            elif name == _MODEL_REQUESTS:
+                m = model(labels.get("model", ""))
+                m["requests"] += value
+                if labels.get("outcome") == "error":
+                    m["errors"] += value
+            elif name == _MODEL_TOKENS:
+                kind = labels.get("kind", "")
+                if kind in ("prompt", "completion"):
+                    model(labels.get("model", ""))[f"{kind}_tokens"] += value
+            elif name == _MODEL_TTFT_BUCKET:
+                ttft = model(labels.get("model", ""))["ttft"]
+                le = float(labels["le"])
+                ttft[le] = ttft.get(le, 0.0) + value
+    for m in models.values():
+        m["ttft"] = [[None if math.isinf(le) else le, count] for le, count in sorted(m["ttft"].items())]
     return {
         "requests": {"total": sum(by_status.values()), "by_status": by_status},
         "latency": {
@@ -100,6 +139,7 @@ def _metric_figures() -> dict[str, Any]:
         "queue_depth": {"total": sum(queue.values()), "by_endpoint": queue},
         "endpoints_up": up,
         "streams": streams,
+        "models": models,
     }
 
 

@@ -237,3 +237,30 @@ ANSWER_WRITES_PENDING = Gauge(
     "Final answer writes queued in memory, waiting for the database.",
     multiprocess_mode="livesum",
 )
+# --- model groups (the names clients ask for; label values are group names, never client input) ----
+MODEL_REQUESTS = Counter(
+    "model_requests_total",
+    "Chat and embedding requests by the model group that served them and outcome (ok, error, cached).",
+    ["model", "outcome"],
+)
+MODEL_TOKENS = Counter("model_tokens_total", "Tokens by model group and kind (prompt, completion).", ["model", "kind"])
+MODEL_TTFT = Histogram(
+    "model_time_to_first_token_seconds",
+    "Time from the request to the first token of the answer, by model group (cache hits excluded).",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_FALLBACKS = Counter(
+    "model_fallbacks_total",
+    "Requests a fallback group served, by the group asked for, the one that served and why "
+    "(unavailable, limits, context, error).",
+    ["model", "fallback", "reason"],
+)
+MODEL_NOT_FOUND = Counter(
+    "model_not_found_total",
+    "Requests refused because the model they name is unknown or not allowed to the caller (no label: "
+    "the name is client input).",
+)
+BUDGET_REJECTIONS = Counter(
+    "gateway_budget_rejections_total", "Requests refused because a monthly token budget is spent.", ["scope"]
+)

@@ -17,6 +17,18 @@ from tests.live import LiveServer
 
 SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "ES_URL", "TRITON_URL", "VLLM_URL")
 
+# Usage counters reach PostgreSQL only when a test flushes them: no background flusher in the live
+# servers started from here (they inherit this) nor in this process (the fixture below), so no test
+# finds rows it did not ask for. tests/gateway/test_usage.py turns it on where it is the subject.
+os.environ.setdefault("GATEWAY_USAGE_FLUSH_S", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_background_usage_flush():
+    from django.conf import settings
+
+    settings.GATEWAY_USAGE_FLUSH_S = 0
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = [name for name in SERVICE_VARS if not os.environ.get(name)]

@@ -1,5 +1,7 @@
 """Gateway controls in Django admin: policies, API keys, live usage and the response cache.
 
+Model access, token budgets and the model usage page are in ``admin_models`` (imported below).
+
 The usage and cache pages are thin: they parse a form, call one selector or service, and
 render. Redis being down shows an error message on the page, never a 500.
 """
@@ -18,7 +20,8 @@ from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from redis.exceptions import RedisClusterException, RedisError
 
-from chat.gateway import cache, limiter, selectors, services
+from chat.gateway import admin_models, cache, limiter, selectors, services
+from chat.gateway.auth import forget_cached_keys
 from chat.gateway.models import API_KEY_SCOPES, APIKey, RateLimitPolicy, RateLimitUsage, ResponseCache
 from config.redis import key as redis_key
 
@@ -35,9 +38,10 @@ class RateLimitPolicyAdmin(admin.ModelAdmin):
         "window_seconds",
         "tokens_per_minute",
         "concurrent_requests",
+        "model_group",
         "enabled",
     )
-    list_filter = ("scope", "enabled", "is_default")
+    list_filter = ("scope", "enabled", "is_default", "model_group")
     list_editable = ("requests", "window_seconds", "tokens_per_minute", "concurrent_requests", "enabled")
     search_fields = ("name",)
 
@@ -54,13 +58,16 @@ class APIKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
         choices=[(s, s) for s in API_KEY_SCOPES], widget=forms.CheckboxSelectMultiple, initial=["chat"]
     )
+    allowed_models = admin_models.AllowedModelsField(
+        help_text=_("None ticked: every model the owner may use. Ticked: only those (within the owner's).")
+    )
 
     # Set by APIKeyAdmin.get_form: who is creating the key.
     request_user: Any = None
 
     class Meta:
         model = APIKey
-        fields = ("name", "user", "scopes", "policy", "expires_at")
+        fields = ("name", "user", "scopes", "allowed_models", "policy", "expires_at")
 
     def clean_user(self) -> Any:
         owner = self.cleaned_data.get("user")
@@ -104,6 +111,8 @@ class APIKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: APIKey, form: Any, change: bool) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            # This process applies the edit at once (allowed models, policy); others within GATEWAY_KEY_CACHE_S.
+            forget_cached_keys()
             return
         created = services.apikey_create(
             created_by=request.user,
@@ -112,6 +121,7 @@ class APIKeyAdmin(admin.ModelAdmin):
             scopes=list(form.cleaned_data["scopes"]),
             policy=obj.policy,
             expires_at=obj.expires_at,
+            allowed_models=list(form.cleaned_data.get("allowed_models") or []),
         )
         obj.pk = created.api_key.pk
         obj.prefix = created.api_key.prefix

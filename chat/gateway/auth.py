@@ -67,6 +67,8 @@ class Principal:
     scopes: frozenset[str]
     policy_id: int | None = None
     prefix: str = ""
+    # Model-group ids this key may use (chat.gateway.access); None: every model.
+    allowed_models: frozenset[int] | None = None
     # True: served from the per-process key cache and the Redis revocation check was left to
     # the request's admit() round trip (authenticate_bearer(defer_revocation_check=True)).
     revocation_pending: bool = False
@@ -127,9 +129,11 @@ class _KeyFacts:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    allowed_models: frozenset[int] | None = None
 
 
 def _facts_sync(prefix: str) -> _KeyFacts | None:
+    from chat.gateway.access import key_allowed, user_allowed_sync
     from chat.gateway.models import APIKey
 
     row = APIKey.objects.select_related("user").filter(prefix=prefix).first()
@@ -146,6 +150,7 @@ def _facts_sync(prefix: str) -> _KeyFacts | None:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        allowed_models=key_allowed(row.allowed_models or [], user_allowed_sync(row.user_id)),
     )
 
 
@@ -179,6 +184,7 @@ def _verify(facts: _KeyFacts | None, full_key: str) -> Principal:
         scopes=facts.scopes,
         policy_id=facts.policy_id,
         prefix=facts.prefix,
+        allowed_models=facts.allowed_models,
     )
 
 
@@ -382,6 +388,7 @@ def subject_for(
             api_key_policy_id=principal.policy_id,
             ip=ip,
             revocation_prefix=principal.prefix if principal.revocation_pending else "",
+            key_models=principal.allowed_models,
         )
     if user is not None and getattr(user, "is_authenticated", False):
         return Subject(user_id=user.pk, ip=ip, session_key=session_key)

@@ -7,6 +7,8 @@ Which limits apply to a request (``checks_for``):
 - ``user``: requests from a logged-in browser session (API-key requests are limited per key
   instead: a key is an integration's identity, with its own budget).
 - ``anonymous`` + ``ip``: anonymous browser chat, per session and per IP address.
+- a model's policies (``model_checks_for``): requests for one model group, counted apart
+  (``key:7:m3``) by the scope's default policy for that model, on top of the above.
 
 Each subject's limits (requests per window, tokens per sliding minute, concurrent
 requests) are checked and recorded by ONE Lua script call on keys that share a Redis
@@ -28,115 +30,18 @@ from typing import Any
 from django.conf import settings
 
 from chat.asyncdb import db
+from chat.gateway.scripts import CHECK_SCRIPT, SETTLE_SCRIPT, UNDO_SCRIPT, USAGE_SCRIPT
 from config.local_cache import MISSING, LocalCache
 from config.redis import glob_escape, key
 
 log = logging.getLogger(__name__)
 
-# KEYS: 1 request window (zset: member -> arrival ms), 2 token charges (zset: "member:n" ->
-# charge ms), 3 concurrency slots (zset: member -> expiry ms), 4 running sum of the charges
-# in KEYS[2] (string; keeps the token check O(expired charges), not O(charges)).
-# ARGV: 1 window ms, 2 max requests, 3 max tokens per minute, 4 max concurrent, 5 member,
-# 6 slot ttl ms.
-# Returns {allowed, reason (0 ok, 1 requests, 2 tokens, 3 concurrency), requests in window
-# (including this one when allowed), ms until the window frees a slot, retry-after ms}.
-CHECK_SCRIPT = b"""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local max_req = tonumber(ARGV[2])
-local max_tok = tonumber(ARGV[3])
-local max_conc = tonumber(ARGV[4])
-local member = ARGV[5]
-local slot_ttl = tonumber(ARGV[6])
-
-local function charge(entry)
-  return tonumber(string.match(entry, ':(%d+)$')) or 0
-end
-
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-local reset = window
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-if max_req > 0 and count >= max_req then
-  return {0, 1, count, reset, reset}
-end
-if max_tok > 0 then
-  local used = redis.call('GET', KEYS[4])
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  if #expired > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  end
-  if used == false then
-    -- No running sum (first charge, or it expired apart from the charges): recount.
-    used = 0
-    local charges = redis.call('ZRANGE', KEYS[2], 0, -1)
-    for i = 1, #charges do used = used + charge(charges[i]) end
-    local ttl = redis.call('PTTL', KEYS[2])
-    if ttl > 0 then redis.call('SET', KEYS[4], used, 'PX', ttl) end  -- expires with the charges
-  else
-    used = tonumber(used)
-    if #expired > 0 then
-      for i = 1, #expired do used = used - charge(expired[i]) end
-      if used < 0 then used = 0 end
-      redis.call('SET', KEYS[4], used, 'KEEPTTL')
-    end
-  end
-  if used >= max_tok then
-    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    local wait = 1000
-    if first[2] then wait = tonumber(first[2]) + 60000 - now end
-    return {0, 2, count, reset, wait}
-  end
-end
-if max_conc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= max_conc then
-    return {0, 3, count, reset, 1000}
-  end
-  redis.call('ZADD', KEYS[3], now + slot_ttl, member)
-  redis.call('PEXPIRE', KEYS[3], slot_ttl)
-end
-redis.call('ZADD', KEYS[1], now, member)
-redis.call('PEXPIRE', KEYS[1], window)
-return {1, 0, count + 1, reset, 0}
-"""
-
-# KEYS: 1 token charges, 2 concurrency slots, 3 running sum. ARGV: 1 member, 2 tokens (0: none).
-SETTLE_SCRIPT = b"""
-redis.call('ZREM', KEYS[2], ARGV[1])
-local n = tonumber(ARGV[2])
-if n > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    -- The sum must cover the charges still in the window before this one is added.
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-    local used = 0
-    local charges = redis.call('ZRANGE', KEYS[1], 0, -1)
-    for i = 1, #charges do used = used + (tonumber(string.match(charges[i], ':(%d+)$')) or 0) end
-    redis.call('SET', KEYS[3], used)
-  end
-  redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. n)
-  redis.call('PEXPIRE', KEYS[1], 60000)
-  redis.call('INCRBY', KEYS[3], n)
-  redis.call('PEXPIRE', KEYS[3], 60000)
-end
-return 1
-"""
-
-# Undo a check whose sibling check refused (the request never ran).
-UNDO_SCRIPT = b"""
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"""
-
+# The Lua scripts (chat/gateway/scripts.py say what each takes and returns).
 CHECK_SHA = hashlib.sha1(CHECK_SCRIPT).hexdigest()
 SETTLE_SHA = hashlib.sha1(SETTLE_SCRIPT).hexdigest()
 UNDO_SHA = hashlib.sha1(UNDO_SCRIPT).hexdigest()
-SCRIPTS = {CHECK_SHA: CHECK_SCRIPT, SETTLE_SHA: SETTLE_SCRIPT, UNDO_SHA: UNDO_SCRIPT}
+USAGE_SHA = hashlib.sha1(USAGE_SCRIPT).hexdigest()
+SCRIPTS = {CHECK_SHA: CHECK_SCRIPT, SETTLE_SHA: SETTLE_SCRIPT, UNDO_SHA: UNDO_SCRIPT, USAGE_SHA: USAGE_SCRIPT}
 
 REASONS = {1: "requests", 2: "tokens", 3: "concurrency"}
 SCOPES = ("global", "user", "api_key", "ip", "anonymous")
@@ -151,6 +56,7 @@ class Policy:
     window_s: int
     tokens_per_minute: int = 0
     concurrent: int = 0
+    model_id: int | None = None  # a model group's policy (its requests only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +112,8 @@ class Outcome:
 class PolicyTable:
     defaults: dict[str, Policy] = field(default_factory=dict)
     by_id: dict[int, Policy] = field(default_factory=dict)
+    # (scope, model group id) -> that model's default policy of the scope.
+    model_defaults: dict[tuple[str, int], Policy] = field(default_factory=dict)
 
 
 _tables: LocalCache[str, PolicyTable] = LocalCache(
@@ -227,7 +135,12 @@ def _load_policies_sync() -> PolicyTable:
             window_s=max(row.window_seconds, 1),
             tokens_per_minute=row.tokens_per_minute,
             concurrent=row.concurrent_requests,
+            model_id=row.model_group_id,
         )
+        if row.model_group_id is not None:
+            if row.is_default:
+                table.model_defaults[(row.scope, row.model_group_id)] = policy
+            continue
         table.by_id[row.pk] = policy
         if row.is_default:
             table.defaults[row.scope] = policy
@@ -301,6 +214,28 @@ def _scaled(policy: Policy, share: float) -> Policy:
         tokens_per_minute=scaled(policy.tokens_per_minute),
         concurrent=scaled(policy.concurrent),
     )
+
+
+def model_checks_for(subject: Any, table: PolicyTable, model_id: int) -> list[Check]:
+    """The limits a model group's policies add to a request for that model (usually none)."""
+    if not table.model_defaults:
+        return []
+    get = table.model_defaults.get
+    checks: list[Check] = []
+    if (p := get(("global", model_id))) is not None:
+        checks.append(Check("global", f"global:m{model_id}", p))
+    if subject.api_key_id is not None:
+        if (p := get(("api_key", model_id))) is not None:
+            checks.append(Check("api_key", f"key:{subject.api_key_id}:m{model_id}", p))
+    elif subject.user_id is not None and not subject.is_anonymous:
+        if (p := get(("user", model_id))) is not None:
+            checks.append(Check("user", f"user:{subject.user_id}:m{model_id}", p))
+    else:
+        if subject.session_key and (p := get(("anonymous", model_id))) is not None:
+            checks.append(Check("anonymous", f"anon:{subject.session_key}:m{model_id}", p))
+        if subject.ip and (p := get(("ip", model_id))) is not None:
+            checks.append(Check("ip", f"ip:{subject.ip}:m{model_id}", p))
+    return checks
 
 
 def check_args(check: Check, member: str) -> tuple[list[str], list[Any]]:

@@ -1,4 +1,4 @@
-"""Reads for the admin pages: a subject's current rate-limit usage, cache statistics, keys.
+"""Reads for the admin pages: a subject's current rate-limit usage, cache statistics, keys, model usage.
 
 Synchronous (admin views and management commands); bounded: SCANs stop after a fixed
 number of keys and memory is measured on a sample, so a large keyspace never stalls a page.
@@ -232,3 +232,52 @@ def cache_entry(entry_key: str) -> Entry | None:
     if raw is None:
         return None
     return Entry(key=k, ttl_s=int(ttl), data=cache.decode(raw), raw_bytes=len(raw))
+
+
+# --- model usage (PostgreSQL aggregates) -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class UsageFilter:
+    start: Any  # date
+    end: Any  # date, inclusive
+    model: str = ""
+    key_prefix: str = ""
+    user_id: int | None = None
+
+
+def usage_rows(f: UsageFilter) -> Any:
+    """``ModelUsage`` rows matching the filter, oldest day first."""
+    from chat.gateway.models import ModelUsage
+
+    qs = ModelUsage.objects.filter(day__gte=f.start, day__lte=f.end)
+    if f.model:
+        qs = qs.filter(model=f.model)
+    if f.key_prefix:
+        qs = qs.filter(api_key_prefix__startswith=f.key_prefix.strip())
+    if f.user_id is not None:
+        qs = qs.filter(user_id=f.user_id)
+    return qs.order_by("day", "model", "api_key_id", "user_id")
+
+
+_SUMS = ("requests", "cached", "errors", "prompt_tokens", "completion_tokens", "latency_ms")
+
+
+def usage_totals(f: UsageFilter, *by: str) -> list[dict[str, Any]]:
+    """Sums grouped by ``by`` (e.g. "day", "model"; "api_key_prefix", "user_id"), largest token use first."""
+    from django.db.models import Sum
+
+    rows = usage_rows(f).order_by().values(*by).annotate(**{name: Sum(name) for name in _SUMS})
+    out = [dict(r) for r in rows]
+    for r in out:
+        r["tokens"] = (r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0)
+        r["avg_latency_ms"] = round(r["latency_ms"] / r["requests"]) if r["requests"] else None
+    return sorted(out, key=lambda r: tuple(r[b] for b in by) if "day" in by else (-r["tokens"],))
+
+
+def usage_models(f: UsageFilter) -> list[str]:
+    """The model names with usage in the period (the filter's choices)."""
+    from chat.gateway.models import ModelUsage
+
+    qs = ModelUsage.objects.filter(day__gte=f.start, day__lte=f.end)
+    return sorted(set(qs.values_list("model", flat=True)))

@@ -1,8 +1,9 @@
 """Value types of the gateway's contract with the chat pipeline (a leaf: imports no gateway module).
 
 ``Subject`` is who asks (what limits and cache keys are keyed on), ``Admission`` the
-answer of ``admit`` (allowed or refused, with the limit headers, and a cached answer
-on a hit), ``CachedAnswer`` what the response cache stores.
+answer of ``admit`` (allowed or refused, with the limit and budget headers, and a cached
+answer on a hit), ``CachedAnswer`` what the response cache stores, ``UsageRecord`` what
+the caller tells ``settle`` for the usage counters.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat.errors import RateLimited
+from chat.errors import BudgetExceeded, RateLimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,9 @@ class Subject:
     is_anonymous: bool = False
     # Non-empty: the API key's revocation check was deferred to admit() (the key's prefix).
     revocation_prefix: str = ""
+    # API-key requests: the model-group ids the key may use (None: every model). A session
+    # user's set is not carried here: chat.gateway.access loads it (cached) when needed.
+    key_models: frozenset[int] | None = None
 
 
 @dataclass(slots=True)
@@ -39,6 +43,15 @@ class CachedAnswer:
 
 
 @dataclass(slots=True)
+class UsageRecord:
+    """What settle() adds to the usage counters for a request; the caller fills it before settle."""
+
+    model: str = ""  # the model group that served it (admit sets the one asked for)
+    error: bool = False
+    latency_ms: int = 0
+
+
+@dataclass(slots=True)
 class Admission:
     allowed: bool = True
     scope: str | None = None  # which limit refused (global, user, api_key, ip, anonymous)
@@ -49,21 +62,31 @@ class Admission:
     cached: CachedAnswer | None = None
     # Opaque state settle() needs (e.g. the concurrency-slot member to release).
     token: Any = None
-    # Which budget refused: "requests", "tokens" or "concurrency".
+    # Which budget refused: "requests", "tokens", "concurrency" or "budget" (the monthly tokens).
     reason: str | None = None
     # The index generation read with the cache lookup: what cache_put records on a new entry.
     cache_generation: int | None = None
+    # The tightest monthly token budget (None: no budget applies): size, tokens left, seconds to renewal.
+    budget_limit: int | None = None
+    budget_remaining: int | None = None
+    budget_reset_s: float | None = None
+    budget_model: str = ""  # the model of a per-model budget that refused
+    # Refused by a limit or budget of the model asked for (not the caller's own): its fallbacks may serve.
+    model_scoped: bool = False
+    usage: UsageRecord = field(default_factory=UsageRecord)
 
     def headers(self) -> dict[str, str]:
-        """X-RateLimit-* (and Retry-After when refused), for REST responses."""
-        if self.limit is None:
-            return {}
-        h = {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(max(self.remaining or 0, 0)),
-            "X-RateLimit-Reset": str(round(self.reset_s or 0)),
-        }
-        if not self.allowed and self.retry_after_s is not None:
+        """X-RateLimit-* and X-Budget-* (and Retry-After when refused), for REST responses."""
+        h: dict[str, str] = {}
+        if self.limit is not None:
+            h["X-RateLimit-Limit"] = str(self.limit)
+            h["X-RateLimit-Remaining"] = str(max(self.remaining or 0, 0))
+            h["X-RateLimit-Reset"] = str(round(self.reset_s or 0))
+        if self.budget_limit is not None:
+            h["X-Budget-Limit"] = str(self.budget_limit)
+            h["X-Budget-Remaining"] = str(max(self.budget_remaining or 0, 0))
+            h["X-Budget-Reset"] = str(round(self.budget_reset_s or 0))
+        if h and not self.allowed and self.retry_after_s is not None:
             h["Retry-After"] = str(max(1, round(self.retry_after_s + 0.499)))
         return h
 
@@ -74,6 +97,19 @@ class Admission:
 
     def as_error(self) -> RateLimited:
         """The refusal as the platform error (every renderer turns it into its 429 shape)."""
+        if self.reason == "budget":
+            days = max(1, round((self.budget_reset_s or 0) / 86400))
+            which = f"{self.scope}, model {self.budget_model}" if self.budget_model else self.scope
+            return BudgetExceeded(
+                f"The monthly token budget ({which}) is spent: {self.budget_limit} tokens; it renews in {days} day(s).",
+                headers=self.headers(),
+                scope=self.scope,
+                reason="budget",
+                retry_after=self.retry_after,
+                limit=self.budget_limit,
+                remaining=0,
+                reset=round(self.budget_reset_s or 0),
+            )
         what = {"tokens": "token budget", "concurrency": "concurrent-request limit"}.get(self.reason or "", "limit")
         return RateLimited(
             f"Rate {what} reached ({self.scope}); retry in {self.retry_after} s.",

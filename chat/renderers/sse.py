@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from chat.errors import PlatformError
-from chat.types import ChatEvent, End, Error, Sources, Start, Token
+from chat.types import ChatEvent, End, Error, Routed, Sources, Start, Token
 from monitoring.logging import get_request_id
 from monitoring.metrics import CHAT_STREAM_ERRORS
 
@@ -42,8 +42,11 @@ def render(event: ChatEvent) -> bytes:
                 "usage": event.usage,
                 "latency": event.latency,
                 "citations": event.citations,
+                "model": event.model_group,
             },
         )
+    if isinstance(event, Routed):
+        return sse_event("routed", {"model": event.model})
     assert isinstance(event, Error)
     body = {**event.error.as_dict()["error"], "message_id": event.message_id}
     if event.error.http_status >= 500:

@@ -61,6 +61,7 @@ def end_frame(event: End) -> dict[str, Any]:
         "latency": event.latency,
         "citations": event.citations,
         "cached": event.cached,
+        "model": event.model_group,
         "html": answer_html(event.content, event.message_id),
     }
 

@@ -4,6 +4,8 @@
   generate, finish, settle) and ``collect``;
 - ``answer_plan``: validation and the plan of an answer (scope, history, system prompt);
 - ``answer_store``: the SQL steps of an answer (question + empty answer first, one final write);
+- ``model_routing``: which model group answers (name or alias, the caller's access, fallbacks);
+- ``embeddings``: ``/v1/embeddings`` (the search pipeline's vectors behind the gateway);
 - ``conversations``: REST writes (create, delete, feedback).
 """
 

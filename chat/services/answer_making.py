@@ -6,6 +6,7 @@ state (what was stored, the channel, the options) and record on its ``Outcome``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,12 +17,14 @@ from chat import checkpoints
 from chat.answering.extractive import extractive_answer
 from chat.answering.relevance import nothing_relevant
 from chat.config import AnswerConfig
+from chat.gateway.types import CachedAnswer
 from chat.models import AnswerMode, Conversation, Message
-from chat.prompt import Prompt, Source, estimate_tokens, number_sources
+from chat.prompt import Prompt, PromptTooLong, Source, build_prompt, estimate_tokens, number_sources
 from chat.services.answer_plan import Plan
 from chat.services.answer_store import Outcome, Stored
-from chat.types import ChatOptions
+from chat.types import ChatEvent, ChatOptions, End, Sources, Token
 from inference import services as inference
+from inference.config import GroupConfig
 from inference.types import GenerationParams, StreamEnd, TokenDelta
 from knowledge import services as knowledge
 from knowledge.types import SearchFilters
@@ -39,26 +42,92 @@ class AnswerMaking:
     stored: Stored | None
     options: ChatOptions
     channel: str
+    served_name: str
 
     def _ms(self, at: float | None = None) -> int:
         raise NotImplementedError
 
+    async def _finish(self, outcome: Outcome) -> None:
+        raise NotImplementedError
+
+    def _end(self, outcome: Outcome) -> End:
+        """The End event of a finished answer."""
+        return End(
+            status=outcome.status,
+            content=outcome.content,
+            citations=outcome.citations,
+            usage={
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+            },
+            latency={"ttft_ms": outcome.ttft_ms, "total_ms": outcome.total_ms},
+            model=outcome.model,
+            model_group=self.served_name,
+            finish_reason=outcome.finish_reason,
+            cached=outcome.cached,
+            conversation_id=self.stored.conversation_id if self.stored else None,
+            message_id=self.stored.message_id if self.stored else None,
+        )
+
+    async def _replay(self, cached: CachedAnswer) -> AsyncIterator[ChatEvent]:
+        """A cached answer, streamed in pieces (stored like any answer, ``cached=True``)."""
+        sent = 0
+        try:
+            yield Sources([dict(c) for c in cached.citations])
+            for piece in pieces(cached.content):
+                yield Token(piece)
+                sent += len(piece)
+        except (asyncio.CancelledError, GeneratorExit):
+            partial = Outcome(status=Message.Status.PARTIAL, content=cached.content[:sent], cached=True)
+            await asyncio.shield(quietly(self._finish(partial)))
+            raise
+        outcome = Outcome(
+            status=Message.Status.COMPLETE,
+            content=cached.content,
+            citations=list(cached.citations),
+            model=cached.model,
+            prompt_tokens=cached.prompt_tokens,
+            completion_tokens=cached.completion_tokens,
+            ttft_ms=self._ms(),
+            cached=True,
+        )
+        await self._finish(outcome)
+        yield self._end(outcome)
+
+    def _prompt(self, plan: Plan, sources: list[Source], window: int, max_tokens: int) -> Prompt:
+        return build_prompt(
+            system_prompt=plan.system_prompt,
+            question=plan.question,
+            history=plan.history,
+            sources=sources,
+            with_sources=plan.with_sources,
+            context_window=window,
+            max_tokens=max_tokens,
+            history_budget=plan.history_budget,
+        )
+
     def _upstream(
-        self, prompt: Prompt, params: GenerationParams, parts: list[str]
+        self, prompt: Prompt, params: GenerationParams, parts: list[str], group: GroupConfig | None = None
     ) -> AsyncIterator[TokenDelta | StreamEnd]:
-        """The model's answer: the streaming generator of the inference layer (or a whole answer as one)."""
+        """The model's answer: the streaming generator of the inference layer (or a whole answer as one).
+
+        ``group``: the model group whose endpoints answer (None: every generation endpoint).
+        """
         affinity = str(self.stored.conversation_id) if self.stored else None
+        model = group.name if group is not None else None
         if self.stored:
             # The text so far is saved every CHAT_CHECKPOINT_S, with the other streaming answers'.
             checkpoints.track(self.stored.message_id, parts)
         if not self.options.stream:
-            return _whole_answer(prompt.messages, params=params, affinity_key=affinity)
+            return _whole_answer(prompt.messages, params=params, affinity_key=affinity, model=model)
         return inference.generate_stream(
             prompt.messages,
             params=params,
             affinity_key=affinity,
             # A conversation's text may arrive merged under load; OpenAI clients get every chunk.
             coalesce=self.channel != Conversation.Channel.OPENAI,
+            model=model,
         )
 
     def _record_end(self, outcome: Outcome, end: StreamEnd | None, ttft: float | None) -> None:
@@ -125,10 +194,10 @@ def pieces(text: str) -> list[str]:
 
 
 async def _whole_answer(
-    messages: Sequence[Any], *, params: GenerationParams, affinity_key: str | None
+    messages: Sequence[Any], *, params: GenerationParams, affinity_key: str | None, model: str | None
 ) -> AsyncIterator[TokenDelta | StreamEnd]:
     """``inference.generate`` (one non-streaming upstream call) in the shape of a stream."""
-    done = await inference.generate(messages, params=params, affinity_key=affinity_key)
+    done = await inference.generate(messages, params=params, affinity_key=affinity_key, model=model)
     if done.text:
         yield TokenDelta(done.text)
     yield StreamEnd(
@@ -138,3 +207,29 @@ async def _whole_answer(
         endpoint=done.endpoint,
         duration_s=done.duration_s,
     )
+
+
+def too_long(plan: Plan, window: int, max_tokens: int) -> str | None:
+    """Why the question (with the system prompt) cannot fit ``window``, or None when it fits."""
+    try:
+        build_prompt(
+            system_prompt=plan.system_prompt,
+            question=plan.question,
+            with_sources=plan.with_sources,
+            context_window=window,
+            max_tokens=max_tokens,
+            history_budget=0,
+        )
+    except PromptTooLong as exc:
+        return str(exc)
+    return None
+
+
+async def quietly(awaitable: Any) -> None:
+    """Await a bookkeeping step whose failure must not turn an answer into an error."""
+    try:
+        await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("chat bookkeeping step failed")

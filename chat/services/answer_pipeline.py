@@ -37,12 +37,23 @@ from chat.errors import ContextLengthExceeded, InternalError, PlatformError, Sto
 from chat.gateway import services as gateway
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from chat.models import AnswerMode, Conversation, Message
-from chat.prompt import Prompt, PromptTooLong, Source, build_prompt, estimate_tokens, map_citations
+from chat.prompt import Prompt, PromptTooLong, Source, estimate_tokens, map_citations
 from chat.services import answer_recovery
-from chat.services.answer_making import CURATED, EXTRACTIVE, NOT_FOUND, AnswerMaking, pieces
+from chat.services.answer_making import CURATED, EXTRACTIVE, NOT_FOUND, AnswerMaking, pieces, quietly, too_long
 from chat.services.answer_plan import Plan, cache_key, generation_params, prepare_complete, prepare_reply
 from chat.services.answer_store import Outcome, Stored, store_finish, store_start
-from chat.types import ChatEvent, ChatOptions, End, Error, Owner, Sources, Start, Token
+from chat.services.model_routing import (
+    Candidate,
+    ModelChoice,
+    admit_routed,
+    count_fallback,
+    count_model_answer,
+    falls_back,
+    model_choose,
+    route_plan,
+)
+from chat.types import ChatEvent, ChatOptions, End, Error, Owner, Routed, Sources, Start, Token
+from inference.config import GroupConfig
 from inference.errors import InferenceError, StreamInterrupted
 from inference.types import GenerationParams, StreamEnd, TokenDelta
 from monitoring import tracing
@@ -121,6 +132,22 @@ class _Run(AnswerMaking):
         self.cache_key: str | None = None
         self.stored: Stored | None = None
         self.usage = (0, 0)  # what settle() charges: prompt, completion tokens
+        self.choice = ModelChoice("", None)
+        self.candidates: list[Candidate] = []  # the admitted group, then its fallbacks for a failure
+        self.served: GroupConfig | None = None  # the model group answering (the one asked, or a fallback)
+        self.served_name = ""
+        self.fell_back = False
+
+    def _serve(self, candidate: Candidate, reason: str) -> None:
+        """``candidate`` answers from now on: the name the answer reports and its usage is counted under."""
+        self.served = candidate.group
+        self.served_name = candidate.group.name if candidate.group is not None else self.choice.asked
+        self.fell_back = candidate.group is not self.choice.group
+        if self.fell_back:
+            count_fallback(self.choice.group, candidate.group, reason)
+        if self.admission is not None:
+            # Usage rows and metric labels take group names only, never a name a client made up.
+            self.admission.usage.model = candidate.group.name if candidate.group is not None else ""
 
     async def events(self, prepare: Callable[[], Awaitable[Plan]], *, store: bool) -> AsyncIterator[ChatEvent]:
         try:
@@ -128,25 +155,28 @@ class _Run(AnswerMaking):
             cfg = plan.cfg
             params = generation_params(cfg, self.options)
             max_tokens = params.max_tokens or cfg.max_tokens
-            try:
-                # Refuse a question that cannot fit before anything is charged or stored.
-                build_prompt(
-                    system_prompt=plan.system_prompt,
-                    question=plan.question,
-                    with_sources=plan.with_sources,
-                    context_window=cfg.context_window,
-                    max_tokens=max_tokens,
-                    history_budget=0,
-                )
-            except PromptTooLong as exc:
-                raise ContextLengthExceeded(str(exc)) from None
+            choice = self.choice = await model_choose(self.subject, self.options.model, default=cfg.default_model)
+            # Refuse a question that fits no model before anything is charged or stored; a group
+            # too small for it gives way to a fallback that fits (model_routing.route_plan).
+            candidates = route_plan(
+                choice, window_of=cfg.window_for, fits=lambda window: too_long(plan, window, max_tokens) is None
+            )
+            if not candidates:
+                raise ContextLengthExceeded(too_long(plan, cfg.window_for(choice.group), max_tokens))
         except PlatformError as exc:
             yield _failed(exc)
             return
 
-        self.cache_key = cache_key(self.subject, self.options, plan, params, max_tokens)
+        keys: dict[str, str | None] = {}
+
+        def key_of(candidate: Candidate) -> str | None:
+            model = candidate.group.name if candidate.group is not None else choice.asked
+            if model not in keys:  # a sha256 of the whole prompt: once per model
+                keys[model] = cache_key(self.subject, self.options, plan, params, max_tokens, model=model)
+            return keys[model]
+
         try:
-            admission = await gateway.admit(self.subject, cache_key=self.cache_key)
+            index, admission = await admit_routed(self.subject, candidates, key_of)
         except PlatformError as exc:  # anonymous chat disabled, or Redis down with fail-closed limits
             yield _failed(exc)
             return
@@ -154,6 +184,9 @@ class _Run(AnswerMaking):
             yield _failed(admission.as_error())
             return
         self.admission = admission
+        self.candidates = candidates[index:]
+        self.cache_key = key_of(self.candidates[0])
+        self._serve(self.candidates[0], "limits" if index else self.candidates[0].reason)
         try:
             if store:
                 try:
@@ -176,42 +209,17 @@ class _Run(AnswerMaking):
             cid = self.stored.conversation_id if self.stored else None
             mid = self.stored.message_id if self.stored else None
             if admission.cached is not None:
-                yield Start(cid, mid, model=admission.cached.model, cached=True)
+                yield Start(cid, mid, model=admission.cached.model, cached=True, headers=admission.headers())
                 inner = self._replay(admission.cached)
             else:
-                yield Start(cid, mid, model=self.options.model or "")
+                yield Start(cid, mid, model=self.served_name, headers=admission.headers())
                 inner = self._generate(plan, params, max_tokens)
             # aclosing: if our consumer stops, the inner generator is finalised now (partial stored).
             async with aclosing(inner) as stream:
                 async for event in stream:
                     yield event
         finally:
-            await _quietly(asyncio.shield(self._settle()))
-
-    async def _replay(self, cached: CachedAnswer) -> AsyncIterator[ChatEvent]:
-        """A cached answer, streamed in pieces (stored like any answer, ``cached=True``)."""
-        sent = 0
-        try:
-            yield Sources([dict(c) for c in cached.citations])
-            for piece in pieces(cached.content):
-                yield Token(piece)
-                sent += len(piece)
-        except (asyncio.CancelledError, GeneratorExit):
-            partial = Outcome(status=Message.Status.PARTIAL, content=cached.content[:sent], cached=True)
-            await asyncio.shield(_quietly(self._finish(partial)))
-            raise
-        outcome = Outcome(
-            status=Message.Status.COMPLETE,
-            content=cached.content,
-            citations=list(cached.citations),
-            model=cached.model,
-            prompt_tokens=cached.prompt_tokens,
-            completion_tokens=cached.completion_tokens,
-            ttft_ms=self._ms(),
-            cached=True,
-        )
-        await self._finish(outcome)
-        yield self._end(outcome)
+            await quietly(asyncio.shield(self._settle()))
 
     async def _generate(self, plan: Plan, params: GenerationParams, max_tokens: int) -> AsyncIterator[ChatEvent]:
         cfg = plan.cfg
@@ -234,17 +242,9 @@ class _Run(AnswerMaking):
             else:
                 if plan.with_sources and plan.search_ids:
                     sources = await self._retrieve(plan, cfg, vector)
+                retrieved = sources
                 with tracing.span("chat.prompt") as span:  # no yield inside: the span stays in this block
-                    prompt: Prompt = build_prompt(
-                        system_prompt=plan.system_prompt,
-                        question=plan.question,
-                        history=plan.history,
-                        sources=sources,
-                        with_sources=plan.with_sources,
-                        context_window=cfg.context_window,
-                        max_tokens=max_tokens,
-                        history_budget=plan.history_budget,
-                    )
+                    prompt: Prompt = self._prompt(plan, retrieved, self.candidates[0].context_window, max_tokens)
                     if span.is_recording():
                         span.set_attributes(
                             {"chat.prompt_tokens": prompt.estimated_tokens, "chat.sources": len(prompt.sources)}
@@ -257,20 +257,37 @@ class _Run(AnswerMaking):
                     try:
                         end: StreamEnd | None = None
                         ttft: float | None = None
-                        # The upstream generator itself, looped here: no generator layer per token
-                        # (docs/performance.md). aclosing: however the loop ends, its request is closed.
-                        async with aclosing(self._upstream(prompt, params, parts)) as stream:
-                            async for event in stream:
-                                if type(event) is TokenDelta:
-                                    if ttft is None:
-                                        ttft = time.perf_counter()
-                                    parts.append(event.text)
-                                    # A streamed delta is about one token; a whole answer is estimated.
-                                    deltas += event.pieces if self.options.stream else estimate_tokens(event.text)
-                                    yield Token(event.text)
-                                elif isinstance(event, StreamEnd):
-                                    end = event
+                        for n, candidate in enumerate(self.candidates):
+                            if n:  # the previous group failed before its first token: its fallback answers
+                                self._serve(candidate, "error")
+                                yield Routed(self.served_name)
+                                if candidate.context_window != self.candidates[n - 1].context_window:
+                                    prompt = self._prompt(plan, retrieved, candidate.context_window, max_tokens)
+                                    sources = prompt.sources
+                            try:
+                                # The upstream generator itself, looped here: no generator layer per token
+                                # (docs/performance.md). aclosing: however the loop ends, its request is closed.
+                                async with aclosing(self._upstream(prompt, params, parts, candidate.group)) as stream:
+                                    async for event in stream:
+                                        if type(event) is TokenDelta:
+                                            if ttft is None:
+                                                ttft = time.perf_counter()
+                                            parts.append(event.text)
+                                            # A streamed delta is about one token; a whole answer is estimated.
+                                            deltas += (
+                                                event.pieces if self.options.stream else estimate_tokens(event.text)
+                                            )
+                                            yield Token(event.text)
+                                        elif isinstance(event, StreamEnd):
+                                            end = event
+                                break
+                            except InferenceError as exc:
+                                if parts or n == len(self.candidates) - 1 or not falls_back(exc):
+                                    raise
+                                log.warning("model %s failed before its first token (%s); trying its fallback",
+                                            self.served_name, exc.code)  # fmt: skip
                         self._record_end(outcome, end, ttft)
+                        outcome.model = self.served_name or outcome.model
                     except InferenceError:
                         if parts or mode != AnswerMode.GENERATIVE_FALLBACK or not plan.with_sources:
                             raise
@@ -292,7 +309,7 @@ class _Run(AnswerMaking):
             outcome.completion_tokens = deltas
             if curated is None:
                 outcome.citations = map_citations(outcome.content, sources)
-            await asyncio.shield(_quietly(self._finish(outcome)))
+            await asyncio.shield(quietly(self._finish(outcome)))
             raise
         except InferenceError as exc:
             text = "".join(parts) or (exc.partial_text if isinstance(exc, StreamInterrupted) else "")
@@ -337,9 +354,15 @@ class _Run(AnswerMaking):
                 answer_recovery.start_sweeper()
                 await self._append_history(outcome)
         # A curated reply is not cached: it is as cheap as a cache hit, and an operator's edit applies at once.
-        reusable = outcome.status == Message.Status.COMPLETE and not outcome.cached and outcome.model != CURATED
+        # Nor is a fallback's answer: it was not the model asked for (its key's).
+        reusable = (
+            outcome.status == Message.Status.COMPLETE
+            and not outcome.cached
+            and outcome.model != CURATED
+            and not self.fell_back
+        )
         if reusable and self.cache_key and outcome.content:
-            await _quietly(
+            await quietly(
                 gateway.cache_put(
                     self.cache_key,
                     CachedAnswer(
@@ -353,6 +376,11 @@ class _Run(AnswerMaking):
                 )
             )
         self.usage = (outcome.prompt_tokens, 0 if outcome.cached else outcome.completion_tokens)
+        if self.admission is not None:
+            self.admission.usage.error = outcome.error is not None
+            self.admission.usage.latency_ms = outcome.total_ms or 0
+        if self.served is not None:
+            count_model_answer(self.served.name, outcome)
 
     async def _append_history(self, outcome: Outcome) -> None:
         """The exchange onto the conversation's Redis history (not for a regenerated answer)."""
@@ -372,24 +400,6 @@ class _Run(AnswerMaking):
         admission, self.admission = self.admission, None
         await gateway.settle(self.subject, admission, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
-    def _end(self, outcome: Outcome) -> End:
-        return End(
-            status=outcome.status,
-            content=outcome.content,
-            citations=outcome.citations,
-            usage={
-                "prompt_tokens": outcome.prompt_tokens,
-                "completion_tokens": outcome.completion_tokens,
-                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-            },
-            latency={"ttft_ms": outcome.ttft_ms, "total_ms": outcome.total_ms},
-            model=outcome.model,
-            finish_reason=outcome.finish_reason,
-            cached=outcome.cached,
-            conversation_id=self.stored.conversation_id if self.stored else None,
-            message_id=self.stored.message_id if self.stored else None,
-        )
-
     def _ms(self, at: float | None = None) -> int:
         return round(((at if at is not None else time.perf_counter()) - self.started) * 1000)
 
@@ -398,13 +408,3 @@ def _failed(err: PlatformError, **kwargs: Any) -> Error:
     """The Error event of an answer, counted once here for every adapter (``chat_errors_total``)."""
     CHAT_ERRORS.labels(err.code).inc()
     return Error(err, **kwargs)
-
-
-async def _quietly(awaitable: Any) -> None:
-    """Await a bookkeeping step whose failure must not turn an answer into an error."""
-    try:
-        await awaitable
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("chat bookkeeping step failed")

@@ -140,13 +140,14 @@ def generation_params(cfg: AnswerConfig, options: ChatOptions) -> GenerationPara
 
 
 def cache_key(
-    subject: Subject, options: ChatOptions, plan: Plan, params: GenerationParams, max_tokens: int
+    subject: Subject, options: ChatOptions, plan: Plan, params: GenerationParams, max_tokens: int, *, model: str
 ) -> str | None:
-    """The response-cache key of this answer (None: not reusable); see ``gateway.cache_key_for``."""
+    """The response-cache key of this answer by ``model`` (a group name: an alias shares its entries);
+    None: not reusable. See ``gateway.cache_key_for``."""
     cfg = plan.cfg
     return gateway.cache_key_for(
         subject=subject,
-        model=options.model or "",
+        model=model,
         messages=[
             *({"role": t.role, "content": t.content} for t in plan.history),
             {"role": "user", "content": plan.question},

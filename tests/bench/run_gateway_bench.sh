@@ -76,9 +76,22 @@ RateLimitPolicy.objects.update_or_create(name='bench', defaults={'scope': 'api_k
     'concurrent_requests': 100_000, 'enabled': True})
 ModelEndpoint.objects.filter(name='vllm').update(max_concurrent=1024, max_queue=4096)
 get_user_model().objects.get_or_create(username='bench')
+# The model name clients use reaches the upstream's group (VLLM_MODEL=fake-model) as an alias.
+from inference.models import ModelGroup
+ModelGroup.objects.filter(name='fake-model').update(aliases='bench-model')
 "
 GW_KEY=$(.venv/bin/python manage.py create_api_key --user bench --scopes chat --name bench --policy bench 2>/dev/null)
 export GW_KEY
+# Monthly token budgets out of reach, for the key and for the model: checked in admit's round trip,
+# charged in settle's, like production with budgets on (the model gateway's cost is in the figures).
+.venv/bin/python manage.py shell -c "
+from chat.gateway.models import APIKey, TokenBudget
+from inference.models import ModelGroup
+key = APIKey.objects.get(prefix='${GW_KEY:0:12}')
+TokenBudget.objects.update_or_create(scope='api_key', api_key=key, model_group=None, defaults={'tokens_per_month': 10**15})
+TokenBudget.objects.update_or_create(scope='api_key', api_key=None, user=None, model_group=ModelGroup.objects.get(name='fake-model'),
+    defaults={'tokens_per_month': 10**15})
+"
 
 if [[ ${SETUP_ONLY:-0} == 1 ]]; then
   echo "GW_KEY=$GW_KEY"; echo "REDIS_PID=$REDIS_PID (port $BENCH_REDIS_PORT)"

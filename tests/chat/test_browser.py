@@ -31,7 +31,8 @@ def chat_live(django_db_setup, django_db_blocker):
     from tests.live import LiveServer
 
     call_command("collectstatic", "--noinput", verbosity=0)
-    server = LiveServer(env={"CHAT_SETTINGS_TTL_S": "0"})
+    # Model groups a test adds are loaded within half a second.
+    server = LiveServer(env={"CHAT_SETTINGS_TTL_S": "0", "INFERENCE_REGISTRY_REFRESH_S": "0.5"})
     server.start()
     yield server
     server.stop()
@@ -113,6 +114,49 @@ def test_it_streams_an_answer_with_a_source_and_stops(chat_settings, guide, chat
     answer = Message.objects.filter(role="assistant").latest("created_at")
     assert answer.status == "partial" and answer.content
     assert browser.find_elements(By.CSS_SELECTOR, ".message.assistant .actions button")  # feedback + regenerate
+
+
+def test_a_signed_in_user_picks_a_model_and_that_model_answers(chat_settings, chat_live, browser, alice):
+    """Two chat models (the same llama.cpp server under two names): the picker shows both, the
+    message frame carries the choice, the answer is stored under the model chosen."""
+    from django.conf import settings
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from inference.models import ModelEndpoint, ModelGroup
+    from tests.chat.conftest import session_cookie
+
+    chat_settings.retrieval_enabled = False
+    chat_settings.save()
+    alt = ModelGroup.objects.create(name="smollm2-alt")
+    ModelEndpoint.objects.create(
+        name="llm-alt", kind="generation", protocol="openai", base_url=settings.VLLM_URL or settings.LOCAL_LLM_URL,
+        group=alt,
+    )  # fmt: skip
+    wait = WebDriverWait(browser, 90, poll_frequency=0.1)
+    browser.get(chat_live.url + "/healthz")
+    browser.add_cookie({"name": "sessionid", "value": session_cookie(alice), "path": "/"})
+
+    def picker(d):
+        d.get(chat_live.url + "/")
+        return d.find_elements(By.ID, "model-select") or False
+
+    (select,) = wait.until(picker)  # the server's registry picks the new group up within 0.5 s
+    assert {o.get_attribute("value") for o in select.find_elements(By.TAG_NAME, "option")} >= {"smollm2-alt"}
+    Select(select).select_by_value("smollm2-alt")
+    wait.until(
+        lambda d: (
+            d.execute_script("return document.getElementById('connection-status').textContent") == "연결되었습니다."
+        )
+    )
+    box = browser.find_element(By.ID, "composer-input")
+    box.send_keys(f"Say hi ({nonce()})")
+    box.send_keys(Keys.ENTER)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".message.assistant .actions button") or False)
+    answer = Message.objects.filter(role="assistant").latest("created_at")
+    assert answer.model == "smollm2-alt" and answer.conversation.user_id == alice.pk
 
 
 def test_model_output_cannot_inject_script(chat_settings, chat_live, browser):

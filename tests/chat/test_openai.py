@@ -89,3 +89,24 @@ def test_it_stores_the_exchange_when_asked(chat_settings, endpoints, client, ali
     assert conversation.user_id == alice.pk and conversation.channel == "openai"
     assert [m.role for m in conversation.messages.all()] == ["user", "assistant"]
     assert conversation.messages.last().content == reply.choices[0].message.content
+
+
+def test_embeddings_are_the_vectors_the_search_pipeline_stored_and_searches_with(
+    chat_settings, client, guide, settings
+):
+    """A chunk's text embedded through /v1/embeddings is the vector ingestion stored for it; a question
+    embedded as a query is the vector retrieval searches with."""
+    import numpy as np
+
+    from inference.services import embed_query_sync
+    from knowledge.models import Chunk
+
+    chunk = Chunk.objects.filter(document=guide).order_by("ordinal").first()
+    passage = client.embeddings.create(model=settings.INFERENCE_EMBEDDING_MODEL_NAME, input=[chunk.text])
+    assert np.allclose(np.array(passage.data[0].embedding, dtype=np.float32), chunk.vector, atol=1e-5)
+    question = "빈집 철거 지원금은 얼마인가요?"
+    query = client.embeddings.create(
+        model=settings.INFERENCE_EMBEDDING_MODEL_NAME, input=question, extra_body={"input_type": "query"}
+    )
+    assert np.allclose(np.array(query.data[0].embedding, dtype=np.float32), embed_query_sync(question), atol=1e-5)
+    assert passage.usage.prompt_tokens > 0 and query.usage.prompt_tokens > 0

@@ -16,7 +16,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connections
 
-from chat.gateway import cache, limiter, services
+from chat.gateway import budgets, cache, limiter, services
+from chat.gateway.access import forget_access
 from chat.gateway.auth import forget_cached_keys
 from chat.gateway.services import keys_purge_prefix, redis_state_reset
 
@@ -47,6 +48,8 @@ def closed_port() -> int:
 
 def _reset_process_state() -> None:
     limiter.invalidate_policies()
+    budgets.invalidate_budgets()
+    forget_access()
     limiter.local_limiter.reset()
     cache.forget_ttl_override()
     forget_cached_keys()
@@ -69,7 +72,7 @@ def _assert_redis_stayed_up() -> None:
 
 def _purge(settings) -> None:
     # Everything under the test prefix: keys_purge_prefix takes a prefix relative to it.
-    for family in ("ratelimit", "chat", "gateway", "session", "apikey"):
+    for family in ("ratelimit", "chat", "gateway", "session", "apikey", "usage", "budget"):
         try:
             keys_purge_prefix(prefix=family)
         except Exception:

@@ -69,7 +69,7 @@ def live_settings(settings, pair):
 
 
 def _purge() -> None:
-    for family in ("ratelimit", "chat", "gateway", "apikey", "session"):
+    for family in ("ratelimit", "chat", "gateway", "apikey", "session", "usage", "budget"):
         keys_purge_prefix(prefix=family)
 
 

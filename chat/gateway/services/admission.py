@@ -18,6 +18,11 @@ index generation (an entry is served only at the generation it was made at) in o
 non-transactional pipeline: one round trip to a single Redis; with a Redis Cluster,
 one round trip per node involved, sent concurrently (redis-py splits the pipeline per node).
 
+With a model group named (``model=``), that model's rate-limit policies and the caller's
+monthly token budgets ride in the same round trip (budgets: one ``GET`` each); ``settle``
+charges the budgets and adds the request to the usage counters (chat/gateway/usage.py)
+in its round trip, so no request writes the database.
+
 When Redis is unreachable the limiter follows RATELIMIT_FAIL_MODE (open: a per-process
 limiter with the same policies; closed: 503) and the cache is skipped; every Redis call is
 bounded by REDIS_TIMEOUT, so nothing hangs and nothing turns into a 500. After a failure
@@ -31,14 +36,14 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from redis.exceptions import MaxConnectionsError, NoScriptError
 
 from chat.errors import AuthenticationRequired, ServiceUnavailable
-from chat.gateway import cache, limiter
+from chat.gateway import budgets, cache, limiter, usage
 from chat.gateway.auth import confirm_not_revoked, revoked_set_key
 from chat.gateway.redis_async import REDIS_ERRORS, redis_call
 from chat.gateway.types import Admission, CachedAnswer, Subject
@@ -46,6 +51,7 @@ from config.redis import REDIS_OUTAGE, redis_enabled
 from knowledge.services.generation import generation_key
 from monitoring import tracing
 from monitoring.metrics import (
+    BUDGET_REJECTIONS,
     CACHE_LATENCY,
     CACHE_REQUESTS,
     RATELIMIT_FALLBACKS,
@@ -65,6 +71,7 @@ class _Ticket:
     backend: str  # "redis" or "local"
     hit: bool = False  # answered from the response cache: settle() counts the hit
     settled: bool = False
+    budgets: list[budgets.BudgetCheck] = field(default_factory=list)  # charged with the tokens used
 
 
 # --- Redis-down state ------------------------------------------------------------------------
@@ -142,7 +149,45 @@ def _refusal(outcomes: list[limiter.Outcome]) -> Admission:
         remaining=0,
         reset_s=max(worst.reset_ms, 0) / 1000 if worst.reason == "requests" else max(worst.retry_after_ms, 0) / 1000,
         retry_after_s=max(worst.retry_after_ms, 0) / 1000,
+        # Only a model's own limits refused: another model (the group's fallbacks) may still answer.
+        model_scoped=all(o.check.policy.model_id is not None for o in outcomes if not o.allowed),
     )
+
+
+def _budget_refusal(check: budgets.BudgetCheck) -> Admission:
+    BUDGET_REJECTIONS.labels(scope=check.scope).inc()
+    reset_s = max(budgets.month_now()[1] - time.time(), 1.0)
+    return Admission(
+        allowed=False,
+        scope=check.scope,
+        reason="budget",
+        remaining=0,
+        reset_s=reset_s,
+        retry_after_s=reset_s,
+        budget_limit=check.limit,
+        budget_remaining=0,
+        budget_reset_s=reset_s,
+        budget_model=check.model,
+        model_scoped=bool(check.model),
+    )
+
+
+def _with_budget(admission: Admission, checks: list[budgets.BudgetCheck], used: list[int]) -> Admission:
+    """The tightest budget's figures on an allowed admission (its X-Budget-* headers)."""
+    left, check = min(((c.limit - u, c) for c, u in zip(checks, used, strict=True)), key=lambda pair: pair[0])
+    admission.budget_limit = check.limit
+    admission.budget_remaining = max(left, 0)
+    admission.budget_reset_s = max(budgets.month_now()[1] - time.time(), 0.0)
+    return admission
+
+
+def _untracked(subject: Subject, model: Any) -> Admission:
+    """No limit, cache or budget to ask Redis about: no round trip now; settle() still counts a model's usage."""
+    if model is None:
+        return Admission()
+    admission = Admission(token=_Ticket("", [], "redis" if redis_usable() else "local"))
+    admission.usage.model = model.name
+    return admission
 
 
 def _granted(outcomes: list[limiter.Outcome], ticket: _Ticket | None) -> Admission:
@@ -171,16 +216,18 @@ def _local_admission(checks: list[limiter.Check], member: str) -> Admission:
     return _granted(outcomes, _Ticket(member, checks, "local"))
 
 
-async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
+async def admit(subject: Subject, *, cache_key: str | None, model: Any = None) -> Admission:
     """Check-and-add the subject's rate limits and look up the cache, in one round trip.
 
     Raises AuthenticationRequired for anonymous subjects unless CHAT_ANONYMOUS_ENABLED,
     and ServiceUnavailable (503) when Redis is unreachable and RATELIMIT_FAIL_MODE=closed.
     A refused request gets ``allowed=False`` (the cached answer is not returned then).
+    ``model``: the model group asked for (an ``inference.config.GroupConfig``): its rate-limit
+    policies and the subject's budgets for it apply too, in the same round trip.
     Traced as ``chat.admission`` (the Redis round trip is its child).
     """
     with tracing.span("chat.admission", **{"gateway.cache_lookup": cache_key is not None}) as span:
-        admission = await _admit(subject, cache_key=cache_key)
+        admission = await _admit(subject, cache_key=cache_key, model=model)
         if span.is_recording():
             span.set_attributes(
                 {
@@ -193,13 +240,16 @@ async def admit(subject: Subject, *, cache_key: str | None) -> Admission:
         return admission
 
 
-async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
+async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admission:
     if _is_anonymous(subject) and not settings.CHAT_ANONYMOUS_ENABLED:
         raise AuthenticationRequired("Log in to chat: anonymous chat is disabled on this site.")
     checks = limiter.checks_for(subject, await limiter.policies()) if settings.RATELIMIT_ENABLED else []
+    if model is not None and settings.RATELIMIT_ENABLED:
+        checks += limiter.model_checks_for(subject, await limiter.policies(), model.id)
+    spend = budgets.budget_checks(subject, await budgets.budget_table(), model)
     revocation = bool(subject.revocation_prefix) and subject.api_key_id is not None
-    if not checks and not cache_key and not revocation:
-        return Admission()
+    if not checks and not cache_key and not revocation and not spend:
+        return _untracked(subject, model)
     member = f"{uuid.uuid4().hex[:16]}"
 
     if not redis_usable():
@@ -209,7 +259,7 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
             raise _unavailable()
         if cache_key:
             CACHE_REQUESTS.labels(result="error" if redis_enabled() else "disabled").inc()
-        return _local_admission(checks, member)
+        return _named(_local_admission(checks, member), model)
 
     started = time.perf_counter()
     calls = [(limiter.CHECK_SHA, *limiter.check_args(c, member)) for c in checks]
@@ -217,6 +267,9 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
     if cache_key:
         # The index generation rides along: an entry made before a document changed is a miss.
         extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1), ("get", generation_key())]
+    spent_at = len(calls) + len(extra)
+    if spend:  # one MGET: the subject's budget counters share a slot
+        extra.append(("execute_command", "MGET", *[b.key for b in spend]))  # a cluster pipeline blocks .mget()
     if revocation:  # the API key's revocation check rides in the same round trip (last reply)
         extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
     try:
@@ -229,7 +282,7 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
             raise _unavailable() from None
         if cache_key:
             CACHE_REQUESTS.labels(result="error").inc()
-        return _local_admission(checks, member)
+        return _named(_local_admission(checks, member), model)
     elapsed = time.perf_counter() - started
     if REDIS_OUTAGE.down():
         REDIS_OUTAGE.succeeded()
@@ -243,9 +296,16 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
     if not all(o.allowed for o in outcomes):
         await _undo([o.check for o in outcomes if o.allowed], member)
         return _refusal(outcomes)
+    used = [int(v or 0) for v in results[spent_at]] if spend else []
+    for check, spent in zip(spend, used, strict=True):
+        if spent >= check.limit:
+            await _undo(checks, member)
+            return _budget_refusal(check)
 
-    ticket = _Ticket(member, checks, "redis")
-    admission = _granted(outcomes, ticket)
+    ticket = _Ticket(member, checks, "redis", budgets=spend)
+    admission = _named(_granted(outcomes, ticket), model)
+    if spend:
+        _with_budget(admission, spend, used)
     if cache_key:
         CACHE_LATENCY.observe(elapsed)
         raw = results[len(calls)]
@@ -265,6 +325,12 @@ async def _admit(subject: Subject, *, cache_key: str | None) -> Admission:
                 completion_tokens=int(data.get("completion_tokens") or 0),
             )
             ticket.hit = True
+    return admission
+
+
+def _named(admission: Admission, model: Any) -> Admission:
+    if model is not None:
+        admission.usage.model = model.name
     return admission
 
 
@@ -294,7 +360,8 @@ async def _undo(checks: list[limiter.Check], member: str) -> None:
 
 @tracing.span("chat.settle")
 async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, completion_tokens: int) -> None:
-    """After the answer: charge token limits from actual usage, release the concurrency slot.
+    """After the answer: charge token limits and budgets from actual usage, release the concurrency
+    slot, add the request to the usage counters (``admission.usage`` says which model and how it went).
 
     Call it once per admitted request, in a ``finally`` (with the tokens used so far when
     the answer failed). Cached answers cost no model tokens, so nothing is charged for them;
@@ -305,11 +372,24 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
     if not isinstance(ticket, _Ticket) or ticket.settled or not admission.allowed:
         return
     ticket.settled = True
-    tokens = 0 if admission.cached is not None else max(0, int(prompt_tokens) + int(completion_tokens))
+    cached = admission.cached is not None
+    tokens = 0 if cached else max(0, int(prompt_tokens) + int(completion_tokens))
     checks = [c for c in ticket.checks if c.policy.concurrent or (tokens and c.policy.tokens_per_minute)]
-    if ticket.backend == "local":
-        if checks:
+    # Usage is counted per model group: requests that name none (whoami) are not model usage.
+    counted = bool(admission.usage.model)
+    prefix, amounts = usage.record_args(
+        subject,
+        admission.usage,
+        cached=cached,
+        prompt_tokens=0 if cached else prompt_tokens,
+        completion_tokens=0 if cached else completion_tokens,
+    )
+    if ticket.backend == "local" or not redis_usable():
+        if checks and ticket.backend == "local":
             limiter.local_limiter.settle(checks, ticket.member, tokens)
+        if counted:
+            usage.local_usage.add(prefix, amounts)
+            usage.ensure_flusher()
         return
     calls = [
         (
@@ -319,10 +399,21 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
         )
         for c in checks
     ]
-    extra = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
+    charge = tokens if ticket.budgets else 0
+    if counted or charge:  # the usage counters and the budget charges: one script call, one slot
+        budget_keys = [b.key for b in ticket.budgets]
+        keys, args = usage.redis_call(
+            subject, prefix, amounts if counted else [], budget_keys=budget_keys, tokens=charge
+        )
+        calls.append((limiter.USAGE_SHA, keys, args))
+    extra: list[tuple] = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
     if not calls and not extra:
         return
     try:
         await redis_call(lambda r: run_scripts(r, calls, extra))
     except REDIS_ERRORS as exc:
         log.warning("could not settle rate-limit usage (%s); the slot expires on its own", exc)
+        if counted:
+            usage.local_usage.add(prefix, amounts)  # counted all the same, flushed from this process
+    if counted:
+        usage.ensure_flusher()

@@ -31,11 +31,13 @@ def apikey_create(
     policy: Any = None,
     expires_at: Any = None,
     created_by: Any = None,
+    allowed_models: list[int] | None = None,
 ) -> CreatedKey:
     """A new API key for ``user``. The returned full key is never retrievable again.
 
     ``created_by``: the person asking (admin); only a superuser may create a key for another
     user (a key acts as its owner). None: an operator's shell (``manage.py create_api_key``).
+    ``allowed_models``: model-group ids the key may use (within its owner's); None or empty: all.
     """
     if created_by is not None and user != created_by and not getattr(created_by, "is_superuser", False):
         raise PermissionDenied("Only a superuser may create a key for another user.", reason="not_superuser")
@@ -51,6 +53,7 @@ def apikey_create(
         scopes=sorted(set(scopes)),
         policy=policy,
         expires_at=expires_at,
+        allowed_models=sorted({int(m) for m in allowed_models or []}),
     )
     return CreatedKey(row, full)
 

@@ -23,6 +23,7 @@
     newChat: $("new-chat"),
     sidebar: $("sidebar"),
     toggle: $("sidebar-toggle"),
+    model: $("model-select"), // only when more than one model is offered
   };
 
   const state = {
@@ -88,6 +89,10 @@
         return T.tooLong;
       case "not_found":
         return T.notFound;
+      case "model_not_found":
+        return T.modelNotFound;
+      case "budget_exceeded":
+        return T.budgetExceeded;
       default:
         return frame.message || T.genericError;
     }
@@ -437,6 +442,7 @@
     if (!content || state.current) return;
     const frame = { type: "message", content };
     if (state.conversationId) frame.conversation_id = state.conversationId;
+    if (els.model) frame.model = els.model.value;
     if (!sendFrame(frame)) return;
     state.pendingTitle = content.slice(0, 80);
     showAlert("");
@@ -448,7 +454,9 @@
 
   function regenerate() {
     if (state.current || !state.conversationId) return;
-    if (!sendFrame({ type: "regenerate", conversation_id: state.conversationId })) return;
+    const frame = { type: "regenerate", conversation_id: state.conversationId };
+    if (els.model) frame.model = els.model.value;
+    if (!sendFrame(frame)) return;
     const answers = els.messages.querySelectorAll(".message.assistant");
     if (answers.length) answers[answers.length - 1].remove();
     setBusy(true);

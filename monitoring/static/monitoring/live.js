@@ -147,12 +147,40 @@
     body.replaceChildren(rows);
   }
 
+  // Per model group, over the last interval: requests/s, completion tokens/s, TTFT p50/p95.
+  function modelTable(now, before) {
+    const body = root.querySelector("#live-models tbody");
+    if (!body) return;
+    const rows = document.createDocumentFragment();
+    const same = before && before.instance === now.instance;
+    const dt = same ? now.timestamp - before.timestamp : 0;
+    for (const name of Object.keys(now.models || {}).sort()) {
+      const m = now.models[name];
+      const b = same ? (before.models || {})[name] : null;
+      const delta = (key) => (b && dt > 0 && m[key] >= b[key] ? (m[key] - b[key]) / dt : null);
+      const ttft = b ? bucketDelta(m.ttft, b.ttft) : [];
+      const p50 = quantile(0.5, ttft);
+      const p95 = quantile(0.95, ttft);
+      const tr = document.createElement("tr");
+      cell(tr, name);
+      cell(tr, format(delta("requests"), 2));
+      cell(tr, format(delta("completion_tokens"), 1));
+      cell(tr, format(p50 === null ? null : p50 * 1000, 0));
+      cell(tr, format(p95 === null ? null : p95 * 1000, 0));
+      cell(tr, format(m.requests, 0));
+      cell(tr, format(m.errors, 0), m.errors > 0 ? "bad" : "");
+      rows.appendChild(tr);
+    }
+    body.replaceChildren(rows);
+  }
+
   async function poll() {
     try {
       const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error(String(response.status));
       const now = await response.json();
       const point = derive(now, previous);
+      modelTable(now, previous);
       previous = now;
       for (const figure of root.querySelectorAll(".live-chart")) {
         const name = figure.dataset.series;

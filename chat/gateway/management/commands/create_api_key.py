@@ -1,4 +1,4 @@
-"""``manage.py create_api_key --user alice --scopes chat,knowledge:read [--expires 2027-01-01|30d]``.
+"""``manage.py create_api_key --user alice --scopes chat,knowledge:read [--expires 2027-01-01|30d] [--models a,b]``.
 
 Prints the key once: only its hash is stored.
 """
@@ -43,6 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="", help="A label for operators (default: cli-<username>).")
         parser.add_argument("--expires", help="ISO date/datetime or a duration such as 30d or 12h.")
         parser.add_argument("--policy", help="Name of a per-API-key rate-limit policy (default: the scope default).")
+        parser.add_argument("--models", help="Comma-separated model names the key may use (default: all its owner's).")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         User = get_user_model()
@@ -62,12 +63,22 @@ class Command(BaseCommand):
             except RateLimitPolicy.DoesNotExist:
                 raise CommandError(f"No per-API-key policy named {opts['policy']!r}.") from None
         expires = parse_expiry(opts["expires"]) if opts["expires"] else None
+        models: list[int] = []
+        if opts["models"]:
+            from inference.models import ModelGroup
+
+            names = [n.strip() for n in opts["models"].split(",") if n.strip()]
+            found = dict(ModelGroup.objects.filter(name__in=names).values_list("name", "pk"))
+            if missing := [n for n in names if n not in found]:
+                raise CommandError(f"No model group named {', '.join(missing)}.")
+            models = [found[n] for n in names]
         created = apikey_create(
             name=opts["name"] or f"cli-{user.get_username()}",
             user=user,
             scopes=scopes,
             policy=policy,
             expires_at=expires,
+            allowed_models=models,
         )
         self.stderr.write(
             f"Created API key {created.api_key.prefix}… for {user.get_username()} "
