@@ -21,6 +21,10 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "ES_URL", "TRITON_URL", "VLLM_URL")
 # servers started from here (they inherit this) nor in this process (the fixture below), so no test
 # finds rows it did not ask for. tests/gateway/test_usage.py turns it on where it is the subject.
 os.environ.setdefault("GATEWAY_USAGE_FLUSH_S", "0")
+# Every test client is 127.0.0.1: the suite opens far more cookie-less sessions from it than one
+# address may in production (CHAT_ANONYMOUS_SESSIONS_PER_IP). Out of the way here;
+# tests/security/test_session_limit.py sets it low where it is the subject.
+os.environ.setdefault("CHAT_ANONYMOUS_SESSIONS_PER_IP", "1000000")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +32,7 @@ def _no_background_usage_flush():
     from django.conf import settings
 
     settings.GATEWAY_USAGE_FLUSH_S = 0
+    settings.CHAT_ANONYMOUS_SESSIONS_PER_IP = int(os.environ["CHAT_ANONYMOUS_SESSIONS_PER_IP"])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

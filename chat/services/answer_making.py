@@ -28,6 +28,7 @@ from inference.config import GroupConfig
 from inference.types import GenerationParams, StreamEnd, TokenDelta
 from knowledge import services as knowledge
 from knowledge.types import SearchFilters
+from monitoring import tracing
 from monitoring.metrics import NON_MODEL_ANSWERS
 
 log = logging.getLogger(__name__)
@@ -167,11 +168,13 @@ class AnswerMaking:
         """The question's embedding, computed once for curated replies and retrieval (None: not needed, or down)."""
         if not plan.with_sources:
             return None
-        try:
-            return await inference.embed_query(plan.question)
-        except Exception as exc:  # retrieval degrades to lexical search; curated replies are skipped
-            log.warning("question embedding failed: %s", exc)
-            return None
+        # Traced as retrieval's embedding step, though it runs before it: one vector serves both.
+        with tracing.span("retrieval.embed_query"):
+            try:
+                return await inference.embed_query(plan.question)
+            except Exception as exc:  # retrieval degrades to lexical search; curated replies are skipped
+                log.warning("question embedding failed: %s", exc)
+                return None
 
     async def _retrieve(self, plan: Plan, cfg: AnswerConfig, vector: np.ndarray | None) -> list[Source]:
         try:

@@ -241,7 +241,7 @@ class OpenAICompatible(Api):
 
     @task
     def complete(self) -> None:
-        body: dict[str, Any] = {"model": "platform", "messages": [{"role": "user", "content": question()}]}
+        body: dict[str, Any] = {"model": "default", "messages": [{"role": "user", "content": question()}]}
         if random.random() < 0.5:
             body["stream"] = True
             self.stream(

@@ -24,6 +24,7 @@ import django
 django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Permission  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from chat import access  # noqa: E402
@@ -73,6 +74,12 @@ def main() -> dict[str, object]:
     if not user.is_staff:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
+    # Staff is no write right on the knowledge base (docs/security.md): the uploads need the model permissions.
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="knowledge", codename__regex=r"^(add|change|delete|view)_(document|collection)$"
+        )
+    )
     key = apikey_create(user=user, name="loadtest", scopes=["chat", "knowledge:read", "knowledge:write"]).full_key
 
     client = Client()

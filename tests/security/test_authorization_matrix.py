@@ -119,6 +119,9 @@ MATRIX: dict[str, tuple[str, str, dict[str, int | set[int]]]] = {
     "^api/": ("GET", "/api/no-such-endpoint/", same(404)),
     "v1/chat/completions": ("GET", "/v1/chat/completions", same(405)),
     "v1/models": ("GET", "/v1/models", row(401, 401, 401, 401, 200, 403, 403, 403, 401)),
+    # Unknown to everyone, so a chat key gets OpenAI's model_not_found (404), the others their refusal.
+    "v1/models/<path:name>": ("GET", "/v1/models/no-such/model", row(401, 401, 401, 401, 404, 403, 403, 403, 401)),
+    "v1/embeddings": ("GET", "/v1/embeddings", same(405)),
     "": ("GET", "/", same(200)),
     # The admin's own extra pages.
     "admin/auth/user/<id>/password/": ("GET", "/admin/auth/user/{alice_id}/password/", page(302, 302, 302, 403)),
@@ -148,6 +151,7 @@ WRITES: list[tuple[str, str, dict, dict[str, int | set[int]]]] = [
     ("DELETE", "/api/knowledge/documents/{doc}/", {}, row(401, 403, 403, 403, 403, 403, 403, 403, 401)),
     ("DELETE", "/api/conversations/{conv}/", {}, row(403, 403, 403, 403, 204, 403, 403, 403, 401)),
     ("POST", "/v1/chat/completions", {}, row(401, 401, 401, 401, 400, 403, 403, 403, 401)),
+    ("POST", "/v1/embeddings", {}, row(401, 401, 401, 401, 400, 403, 403, 403, 401)),
 ]
 
 

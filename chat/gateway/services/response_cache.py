@@ -93,16 +93,17 @@ async def cache_put(
 
     ``generation``: the index generation ``admit`` read (``Admission.cache_generation``), so the
     entry is served only while no document changed since its sources were retrieved. None (no
-    generation in Redis yet): nothing is stored and the generation is started, so the next
-    answers are cached. Left out (tests, tools): the current one. ``ttl`` (seconds) overrides
-    the configured TTL.
+    generation in Redis yet): the generation is started here, and the entry stored at it only
+    when this call started it (had a document changed since ``admit``, the change would have
+    made the generation first: the entry is then dropped). Left out (tests, tools): the current
+    one. ``ttl`` (seconds) overrides the configured TTL.
     """
     if not cache_key or not settings.RESPONSE_CACHE_ENABLED or not answer.content or not redis_usable():
         return
     try:
         if generation is None or generation == CURRENT:
-            started = await redis_call(lambda r: _start_generation(r))
-            if generation is None or started is None:
+            created, started = await redis_call(lambda r: _start_generation(r))
+            if started is None or (generation is None and not created):
                 return
             generation = started
         seconds = ttl or await cache_ttl()
@@ -121,12 +122,13 @@ async def cache_put(
         log.warning("response cache write failed (%s: %s)", type(exc).__name__, exc)
 
 
-async def _start_generation(r: Any) -> int | None:
-    """The current generation, set to now (ms) first when Redis has none."""
+async def _start_generation(r: Any) -> tuple[bool, int | None]:
+    """Whether this call set the generation (to now, in ms, when Redis had none), and the current one."""
     pipe = r.pipeline(transaction=False)
     pipe.set(generation_key(), int(time.time() * 1000), nx=True)
     pipe.get(generation_key())
-    return cache.current_generation((await pipe.execute())[1])
+    created, current = await pipe.execute()
+    return bool(created), cache.current_generation(current)
 
 
 def cache_purge_stale(*, batch: int = 500) -> int:
