@@ -15,6 +15,7 @@ import json
 import time
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 from config.local_cache import LocalCache
@@ -68,31 +69,49 @@ def digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Entry format. 1 (no "v" field): the answer's text and its facts. 2: adds "chunks", the
+# lengths (in characters) of the pieces the answer was streamed in, so that a replay sends
+# the same chunks; absent when the answer was not streamed (a replay then uses fixed-size
+# pieces, as for a version-1 entry). Readers accept both.
+FORMAT = 2
+
+
 def encode(answer: Any, generation: int | None = None) -> bytes:
-    return json.dumps(
-        {
-            "gen": generation,
-            "content": answer.content,
-            "citations": answer.citations,
-            "model": answer.model,
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "cached_at": time.time(),
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
+    data: dict[str, Any] = {
+        "v": FORMAT,
+        "gen": generation,
+        "content": answer.content,
+        "citations": answer.citations,
+        "model": answer.model,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "cached_at": time.time(),
+    }
+    if answer.chunks is not None:
+        data["chunks"] = list(answer.chunks)
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)  # int keys become strings, as json.dumps did
 
 
 def decode(raw: bytes | str) -> dict[str, Any] | None:
     """The stored fields, or None for a corrupt entry (treated as a miss)."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("content"), str):
         return None
     return data
+
+
+def chunks_of(data: dict[str, Any]) -> tuple[int, ...] | None:
+    """The stored chunk lengths of an entry, or None: not recorded (format 1, a whole answer) or
+    not matching its text (then the replay falls back to fixed-size pieces rather than fail)."""
+    chunks = data.get("chunks")
+    if not isinstance(chunks, list) or not chunks:
+        return None
+    if not all(type(n) is int and n >= 0 for n in chunks) or sum(chunks) != len(data["content"]):
+        return None
+    return tuple(chunks)
 
 
 def clamp_ttl(seconds: int) -> int:

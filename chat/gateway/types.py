@@ -40,6 +40,9 @@ class CachedAnswer:
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The lengths (characters) of the pieces the answer was streamed in, so a replay sends the
+    # same chunks; None: not known (a whole, non-streamed answer, or an entry of format 1).
+    chunks: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)

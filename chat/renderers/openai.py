@@ -144,7 +144,18 @@ class ChunkWriter:
             {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
         )
 
-    async def render(self, first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
+    def render(self, first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
+        """The stream's SSE events. A cached answer (a replay: every event is ready at once) goes
+        out as ONE body write holding all its events, the same bytes an answer from the model
+        sends in one write per chunk; a client still sees each chunk as its own event."""
+        if isinstance(first, Start) and first.cached:
+            return self._at_once(first, events)
+        return self._events(first, events)
+
+    async def _at_once(self, first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
+        yield b"".join([frame async for frame in self._events(first, events)])
+
+    async def _events(self, first: ChatEvent, events: AsyncIterator[ChatEvent]) -> AsyncIterator[bytes]:
         # The role chunk goes out with the first token (or the end), not at Start: a fallback model
         # chosen before the first token (Routed) is then the ``model`` of every chunk.
         role_pending = False

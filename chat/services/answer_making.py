@@ -72,11 +72,14 @@ class AnswerMaking:
         )
 
     async def _replay(self, cached: CachedAnswer) -> AsyncIterator[ChatEvent]:
-        """A cached answer, streamed in pieces (stored like any answer, ``cached=True``)."""
+        """A cached answer, streamed in the chunks it was first streamed in (or, when those are not
+        known, in fixed-size pieces); stored like any answer, ``cached=True``."""
         sent = 0
         try:
             yield Sources([dict(c) for c in cached.citations])
-            for piece in pieces(cached.content):
+            # A caller that wants the whole answer at once (stream=False) gets it as one piece: the
+            # chunks would only be joined again, one event each.
+            for piece in replay_pieces(cached) if self.options.stream else [cached.content]:
                 yield Token(piece)
                 sent += len(piece)
         except (asyncio.CancelledError, GeneratorExit):
@@ -189,6 +192,17 @@ class AnswerMaking:
             log.warning("retrieval failed, answering without sources: %s", exc)
             return []
         return number_sources(chunks)
+
+
+def replay_pieces(cached: CachedAnswer) -> list[str]:
+    """A cached answer's text in the chunks it was streamed in (``CachedAnswer.chunks``), else ``pieces``."""
+    if not cached.chunks:
+        return pieces(cached.content)
+    text, out, at = cached.content, [], 0
+    for n in cached.chunks:
+        out.append(text[at : at + n])
+        at += n
+    return out
 
 
 def pieces(text: str) -> list[str]:

@@ -227,6 +227,9 @@ class _Run(AnswerMaking):
         parts: list[str] = []
         deltas = 0  # upstream pieces (about one token each) received
         outcome = Outcome(status=Message.Status.PARTIAL, content="")
+        # A streamed answer's chunk lengths, for the response cache's replay (not a whole answer's:
+        # it was never split, and a stream replaying it gets fixed-size pieces).
+        chunks: list[int] | None = [] if self.options.stream else None
         mode = self.options.answer_mode or cfg.answer_mode
         curated = None
         try:
@@ -273,6 +276,8 @@ class _Run(AnswerMaking):
                                             if ttft is None:
                                                 ttft = time.perf_counter()
                                             parts.append(event.text)
+                                            if chunks is not None:
+                                                chunks.append(len(event.text))
                                             # A streamed delta is about one token; a whole answer is estimated.
                                             deltas += (
                                                 event.pieces if self.options.stream else estimate_tokens(event.text)
@@ -288,6 +293,7 @@ class _Run(AnswerMaking):
                                             self.served_name, exc.code)  # fmt: skip
                         self._record_end(outcome, end, ttft)
                         outcome.model = self.served_name or outcome.model
+                        outcome.chunks = chunks
                     except InferenceError:
                         if parts or mode != AnswerMode.GENERATIVE_FALLBACK or not plan.with_sources:
                             raise
@@ -371,6 +377,7 @@ class _Run(AnswerMaking):
                         model=outcome.model,
                         prompt_tokens=outcome.prompt_tokens,
                         completion_tokens=outcome.completion_tokens,
+                        chunks=tuple(outcome.chunks) if outcome.chunks else None,
                     ),
                     generation=self.admission.cache_generation if self.admission else None,
                 )

@@ -55,6 +55,9 @@ class Outcome:
     total_ms: int | None = None
     cached: bool = False
     error: PlatformError | None = None
+    # The lengths of the pieces the model's answer was streamed in (the response cache keeps
+    # them so a replay sends the same chunks); None: not streamed from the model.
+    chunks: list[int] | None = None
 
 
 def title_of(question: str) -> str:

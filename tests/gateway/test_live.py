@@ -189,3 +189,96 @@ def test_a_cached_answer_is_served_without_calling_the_model(django_db_setup, se
         finally:
             server.stop()
             _purge()
+
+
+def _sse(response: httpx.Response) -> list[dict | str]:
+    """A stream's events in order (``[DONE]`` as the string), with the per-answer id and time left out."""
+    events: list[dict | str] = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            if line == "data: [DONE]":
+                events.append("[DONE]")
+                continue
+            event = json.loads(line[6:])
+            assert event.pop("id").startswith("chatcmpl-") and isinstance(event.pop("created"), int)
+            events.append(event)
+    return events
+
+
+def _text(events: list[dict | str]) -> list[str]:
+    """The non-empty content deltas: the chunks a client sees."""
+    pieces = []
+    for event in events:
+        for choice in event.get("choices", []) if isinstance(event, dict) else []:
+            if (choice.get("delta") or {}).get("content"):
+                pieces.append(choice["delta"]["content"])
+    return pieces
+
+
+def test_a_cached_stream_replays_in_its_original_chunks(django_db_setup, settings):
+    """A streamed answer replayed from the cache is the same events (20 chunks, the same text, shape and
+    headers) as the model's; an entry stored in the first format, without its chunks, still replays."""
+    from chat.gateway import cache
+    from config.redis import sync_redis
+    from knowledge.services.generation import generation_key
+    from tests.inference.scripted_upstream import Answer, running_in_thread
+
+    settings.REDIS_URL = os.environ["REDIS_URL"]
+    settings.REDIS_CLUSTER = False
+    settings.REDIS_KEY_PREFIX = PREFIX
+    key = _api_key(limit=100)
+    with sync_redis() as r:  # an index generation exists (else the first answer only starts one, uncached)
+        r.set(generation_key(), 1, nx=True)
+    tokens = [f"조각{i} " if i % 2 else f"piece {i}, " for i in range(20)]
+    with running_in_thread(model="scripted-model") as upstream:
+        upstream.default = Answer(tokens=tokens)
+        (server,) = _servers(
+            1,
+            REDIS_URL=os.environ["REDIS_URL"],
+            REDIS_CLUSTER="0",
+            VLLM_URL=upstream.base_url,
+            VLLM_MODEL="scripted-model",
+        )
+        try:
+            body = {
+                "model": "scripted-model",
+                "messages": [{"role": "user", "content": f"빈집 정비 지원은? {uuid.uuid4().hex}"}],
+                "temperature": 0,
+                "max_tokens": 32,
+                "retrieval": False,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            headers = {"Authorization": f"Bearer {key}"}
+
+            def stream() -> tuple[httpx.Headers, list[dict | str]]:
+                with httpx.stream(
+                    "POST", f"{server.url}/v1/chat/completions", json=body, headers=headers, timeout=60
+                ) as response:
+                    assert response.status_code == 200
+                    return response.headers, _sse(response)
+
+            first_headers, first = stream()
+            assert _text(first) == tokens and len(upstream.chat_requests) == 1
+            hit_headers, hit = stream()
+            assert len(upstream.chat_requests) == 1  # the replay never reached the model
+            assert _text(hit) == tokens  # the same 20 chunks, not fixed-size pieces
+            assert hit == first  # every event the same: role chunk, content chunks, final chunk, usage, [DONE]
+            same = ("content-type", "cache-control", "x-accel-buffering", "transfer-encoding")
+            assert {h: hit_headers.get(h) for h in same} == {h: first_headers.get(h) for h in same}
+            assert {h for h in hit_headers if h.startswith("x-")} == {h for h in first_headers if h.startswith("x-")}
+
+            # An entry in the first format (no "v", no chunks) replays as before: fixed-size pieces.
+            with sync_redis() as r:
+                (entry,) = [k for k in r.scan_iter(match=cache.prefix() + "*") if r.type(k) == b"string"]
+                data = json.loads(r.get(entry))
+                assert data["v"] == 2 and data["chunks"] == [len(t) for t in tokens]
+                del data["v"], data["chunks"]
+                r.set(entry, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), keepttl=True)
+            _, old = stream()
+            text = "".join(tokens)
+            assert _text(old) == [text[i : i + 24] for i in range(0, len(text), 24)]
+            assert len(upstream.chat_requests) == 1
+        finally:
+            server.stop()
+            _purge()

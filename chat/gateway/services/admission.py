@@ -323,6 +323,7 @@ async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admi
                 model=str(data.get("model") or ""),
                 prompt_tokens=int(data.get("prompt_tokens") or 0),
                 completion_tokens=int(data.get("completion_tokens") or 0),
+                chunks=cache.chunks_of(data),
             )
             ticket.hit = True
     return admission
