@@ -8,6 +8,8 @@
 #   ROUNDS=2 DURATION=8 CONCS=1,16,64 bash tests/bench/run_gateway_bench.sh   # short run
 #   SETUP_ONLY=1 bash tests/bench/run_gateway_bench.sh     # prepare DB/key/redis, print the env, stop
 #   BASELINE_DIR=/tmp/vh_base bash tests/bench/run_gateway_bench.sh   # + another checkout, A/B/C
+#   CACHE=both BASELINE_DIR=/tmp/vh_base bash tests/bench/run_gateway_bench.sh   # both trees, cache off
+#                                                          # and on (hits), alternating in one run
 #   TRACING_AB=1 bash tests/bench/run_gateway_bench.sh     # this tree with tracing off / on at 10 %
 #                                                          # (/ on at 10 % keeping errors and slow traces),
 #                                                          # alternating; spans go to the local Jaeger
@@ -37,7 +39,7 @@ export SECRET_KEY=${SECRET_KEY:-$(python3 -c 'import secrets; print(secrets.toke
 export DATABASE_URL=$PG_BASE/$BENCH_DB
 export REDIS_URL=redis://127.0.0.1:$BENCH_REDIS_PORT/0
 export VLLM_URL=http://127.0.0.1:${UP_PORT:-9100}/v1 VLLM_MODEL=fake-model
-export RESPONSE_CACHE_ENABLED=$CACHE
+export RESPONSE_CACHE_ENABLED=$([[ $CACHE == 0 ]] && echo 0 || echo 1)  # CACHE=both: set per target below
 export ALLOWED_HOSTS=127.0.0.1,localhost
 export WEB_CONCURRENCY=1 GUNICORN_BIND=127.0.0.1:$GW_PORT ALLOWED_HOSTS_ADD_OWN_IP=0
 export LOG_LEVEL=${LOG_LEVEL:-INFO}
@@ -160,12 +162,15 @@ if [[ -n ${TRACING_AB:-} ]]; then
 fi
 
 if [[ -n ${BASELINE_DIR:-} ]]; then
-  # Three targets alternating in one run (README section 3, by hand): direct, another
-  # checkout of this project (e.g. `git archive <rev> | tar -x -C DIR`) on port GW_PORT+1, and
-  # this tree. Same pinning as run_gateway.sh; everything started here is killed at the end.
+  # Targets alternating in one run (README section 3, by hand): direct, another checkout of
+  # this project (e.g. `git archive <rev> | tar -x -C DIR` or a detached worktree) as
+  # "baseline", and this tree as "django". CACHE=both: the two trees twice, with the response
+  # cache off and on ("-cache": every request after the first is a hit), so hits and uncached
+  # requests are compared in the same run. Same pinning as run_gateway.sh; everything started
+  # here is killed at the end.
   HPY=${HPY:-$REPO/.bench/litellm/harness-venv/bin/python}
   [[ -x $HPY ]] || { python3 -m venv "$(dirname "$(dirname "$HPY")")"; "$(dirname "$HPY")/pip" install -q 'uvicorn[standard]' aiohttp orjson; }
-  OUT=${OUT:-$REPO/.bench/gateway/results/$(date +%Y%m%d-%H%M%S)-ab3}
+  OUT=${OUT:-$REPO/.bench/gateway/results/$(date +%Y%m%d-%H%M%S)-ab3$([[ $CACHE != 0 ]] && echo -cache)}
   mkdir -p "$OUT"
   PIDS=()
   stop_all() {
@@ -177,26 +182,44 @@ if [[ -n ${BASELINE_DIR:-} ]]; then
   taskset -c "${UP_CPUS:-0}" "$HPY" "$SHARED/fake_upstream.py" --port "${UP_PORT:-9100}" --chunks "${CHUNKS:-20}" \
     --delay-ms "${DELAY_MS:-0}" > "$OUT/upstream.log" 2>&1 &
   UP_PID=$!; PIDS+=("$UP_PID")
-  (cd "$BASELINE_DIR" && GUNICORN_BIND=127.0.0.1:$((GW_PORT + 1)) exec taskset -c "$GW_CPUS" \
-    "$REPO/.venv/bin/gunicorn" config.asgi:application -c deploy/gunicorn.conf.py) > "$OUT/baseline.log" 2>&1 &
-  BASE_PID=$!; PIDS+=("$BASE_PID")
-  taskset -c "$GW_CPUS" "$REPO/.venv/bin/gunicorn" config.asgi:application -c deploy/gunicorn.conf.py > "$OUT/gateway.log" 2>&1 &
-  GW_PID=$!; PIDS+=("$GW_PID")
-  for port in "$GW_PORT" $((GW_PORT + 1)); do
+  case $CACHE in
+    both) NAMES=(baseline django baseline-cache django-cache) ;;
+    1) NAMES=(baseline-cache django-cache) ;;
+    *) NAMES=(baseline django) ;;
+  esac
+  TARGETS=(--target "name=direct,url=http://127.0.0.1:${UP_PORT:-9100}/v1,model=fake-model")
+  WATCH=(--watch "upstream=$UP_PID" --watch "redis=$REDIS_PID")
+  for i in "${!NAMES[@]}"; do
+    name=${NAMES[$i]}; port=$((GW_PORT + i)); dir=$REPO
+    [[ $name == baseline* ]] && dir=$BASELINE_DIR
+    # Each cached target keeps its own entries (its own key prefix): a tree never serves what
+    # the other stored, so each pays for its own replay.
+    cache_env=(RESPONSE_CACHE_ENABLED=0)
+    [[ $name == *-cache ]] && cache_env=(RESPONSE_CACHE_ENABLED=1 "REDIS_KEY_PREFIX=vhbench-$name")
+    (cd "$dir" && exec env "${cache_env[@]}" GUNICORN_BIND=127.0.0.1:$port taskset -c "$GW_CPUS" \
+      "$REPO/.venv/bin/gunicorn" config.asgi:application -c deploy/gunicorn.conf.py) > "$OUT/$name.log" 2>&1 &
+    pid=$!; PIDS+=("$pid")
+    TARGETS+=(--target "name=$name,url=http://127.0.0.1:$port/v1,model=bench-model,key=$GW_KEY")
+    WATCH+=(--watch "$name=$pid")
+  done
+  for i in "${!NAMES[@]}"; do
+    url=http://127.0.0.1:$((GW_PORT + i))/v1/chat/completions
     for _ in $(seq 60); do
-      curl -sf "http://127.0.0.1:$port/v1/chat/completions" -H "authorization: Bearer $GW_KEY" -H 'content-type: application/json' \
+      curl -sf "$url" -H "authorization: Bearer $GW_KEY" -H 'content-type: application/json' \
         -d '{"model":"bench-model","messages":[{"role":"user","content":"hi"}]}' | grep -q 'tok0 tok1' && break; sleep 1
     done
+    if [[ ${NAMES[$i]} == *-cache ]]; then
+      # load.py's own request, streamed, answered by the model first: the entry holds the stream's
+      # chunks (a JSON request first would store a whole answer, which a stream replays in pieces).
+      curl -sfN "$url" -H "authorization: Bearer $GW_KEY" -H 'content-type: application/json' \
+        -d '{"model":"bench-model","messages":[{"role":"user","content":"Say hello in twenty tokens."}],"max_tokens":20,"stream":true,"stream_options":{"include_usage":true}}' >/dev/null
+    fi
   done
   sleep 3
-  "$HPY" "$SHARED/ab.py" --out "$OUT/ab" \
-    --target "name=direct,url=http://127.0.0.1:${UP_PORT:-9100}/v1,model=fake-model" \
-    --target "name=baseline,url=http://127.0.0.1:$((GW_PORT + 1))/v1,model=bench-model,key=$GW_KEY" \
-    --target "name=django,url=http://127.0.0.1:$GW_PORT/v1,model=bench-model,key=$GW_KEY" \
+  "$HPY" "$SHARED/ab.py" --out "$OUT/ab" "${TARGETS[@]}" \
     --concurrency "${CONCS:-1,16,64}" --modes "${MODES:-json,stream}" --rounds "${ROUNDS:-3}" \
     --duration "${DURATION:-15}" --warmup "${WARMUP:-3}" --load-cpus "${LOAD_CPUS:-0}" \
-    --watch "upstream=$UP_PID" --watch "baseline=$BASE_PID" --watch "django=$GW_PID" --watch "redis=$REDIS_PID" \
-    --upstream-stats "http://127.0.0.1:${UP_PORT:-9100}/stats" --python "$HPY" ${AB_EXTRA:-}
+    "${WATCH[@]}" --upstream-stats "http://127.0.0.1:${UP_PORT:-9100}/stats" --python "$HPY" ${AB_EXTRA:-}
   echo "results in $OUT"
   exit 0
 fi
