@@ -34,6 +34,7 @@ from chat.models import ChatSettings  # noqa: E402
 from inference import services as inference  # noqa: E402
 from knowledge import services as knowledge  # noqa: E402
 from knowledge.models import Collection, Document  # noqa: E402
+from knowledge.search import get_search_backend  # noqa: E402
 
 COLLECTION = "loadtest"
 DOCUMENTS = {
@@ -95,6 +96,10 @@ def main() -> dict[str, object]:
             continue
         upload = knowledge.document_upload(collection=collection, filename=filename, data=text.encode(), title=filename)
         knowledge.document_ingest(document=upload.document)
+    # The database outlives a search index (a new Elasticsearch, a wiped data dir): documents it
+    # calls indexed are pushed again when the index lacks them.
+    get_search_backend().ensure_index()
+    knowledge.index_reconcile()
     access.forget()
     return {"api_key": key, "session": session, "collection": COLLECTION}
 

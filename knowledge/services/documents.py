@@ -74,7 +74,9 @@ def collection_create(
     for a name that gives no slug.
     """
     name = name.strip()
-    slug = (slug or slugify(name, allow_unicode=True)).strip()
+    # A name may be twice as long as a slug may be: the derived slug is cut to the column.
+    slug_max = Collection._meta.get_field("slug").max_length
+    slug = (slug or slugify(name, allow_unicode=True)[:slug_max].rstrip("-_")).strip()
     if not name or not slug:
         raise InvalidCollection("Give the collection a name (and a slug when the name has no letters or digits).")
     if Collection.objects.filter(name=name).exists() or Collection.objects.filter(slug=slug).exists():

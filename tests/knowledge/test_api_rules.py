@@ -184,3 +184,11 @@ def test_the_schema_describes_every_operation_its_scope_and_errors(staff):
     assert paths["/api/knowledge/documents/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
         "$ref"
     ].endswith("PaginatedDocumentList")
+
+
+def test_a_long_name_gets_a_slug_that_fits(staff):
+    """A 200-character name (the most a name may have) gives a slug cut to its 100 (found by schemathesis: a 500)."""
+    response = session(staff).post("/api/knowledge/collections/", {"name": "가" * 150 + "0" * 50}, format="json")
+    assert response.status_code == 201, response.content
+    slug = response.json()["slug"]
+    assert len(slug) == Collection._meta.get_field("slug").max_length and slug == "가" * 100
