@@ -234,7 +234,8 @@ class ConversationListView(ChatAPIView):
         tags=["chat"],
         summary="Start a conversation",
         request=ConversationCreateSerializer,
-        responses={201: ConversationSerializer, 400: ErrorSerializer},
+        # 429: new conversations per caller (CHAT_CONVERSATIONS_PER_WINDOW), new sessions per address.
+        responses={201: ConversationSerializer, 400: ErrorSerializer, 429: ErrorSerializer},
     )
     def post(self, request: Request) -> Response:
         body = ConversationCreateSerializer(data=request.data)

@@ -23,8 +23,9 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "ES_URL", "TRITON_URL", "VLLM_URL")
 os.environ.setdefault("GATEWAY_USAGE_FLUSH_S", "0")
 # Every test client is 127.0.0.1: the suite opens far more cookie-less sessions from it than one
 # address may in production (CHAT_ANONYMOUS_SESSIONS_PER_IP). Out of the way here;
-# tests/security/test_session_limit.py sets it low where it is the subject.
+# tests/security/test_session_limit.py sets them low where they are the subject.
 os.environ.setdefault("CHAT_ANONYMOUS_SESSIONS_PER_IP", "1000000")
+os.environ.setdefault("CHAT_CONVERSATIONS_PER_WINDOW", "1000000")  # likewise (schemathesis makes hundreds)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,6 +34,7 @@ def _no_background_usage_flush():
 
     settings.GATEWAY_USAGE_FLUSH_S = 0
     settings.CHAT_ANONYMOUS_SESSIONS_PER_IP = int(os.environ["CHAT_ANONYMOUS_SESSIONS_PER_IP"])
+    settings.CHAT_CONVERSATIONS_PER_WINDOW = int(os.environ["CHAT_CONVERSATIONS_PER_WINDOW"])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

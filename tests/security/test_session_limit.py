@@ -12,11 +12,13 @@ import uuid
 import httpx
 import pytest
 
+from chat.gateway import services as gateway
 from tests.live import LiveServer
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 LIMIT = 3
+CONVERSATIONS = 2
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +26,7 @@ def server(django_db_setup, django_db_blocker):
     live = LiveServer(
         env={
             "CHAT_ANONYMOUS_SESSIONS_PER_IP": str(LIMIT),
+            "CHAT_CONVERSATIONS_PER_WINDOW": str(CONVERSATIONS),
             "REDIS_KEY_PREFIX": f"vhses{uuid.uuid4().hex[:6]}",  # a window of its own
             # The test client connects from loopback, trusted by default (nginx on the same host):
             # trust nothing here, so the forged X-Forwarded-For below is the lie it is. uvicorn
@@ -54,3 +57,17 @@ def test_a_cookieless_client_gets_only_its_addresses_sessions(server):
 
     again = kept.get("/")  # a client that keeps its cookie is not a new session
     assert again.status_code == 200
+
+
+def test_new_conversations_per_caller_are_limited(server, django_user_model):
+    """Empty conversations cost no model call, so admission never sees them: they have their own limit."""
+    owner = django_user_model.objects.create_user(f"conv-{uuid.uuid4().hex[:6]}", password="pw")
+    key = gateway.apikey_create(name="conversations", user=owner, scopes=["chat"]).full_key
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    for _ in range(CONVERSATIONS):
+        assert api.post("/api/conversations/", json={"title": "t"}).status_code == 201
+    refused = api.post("/api/conversations/", json={"title": "t"})
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limited" and error["scope"] == "conversations"
+    assert int(refused.headers["Retry-After"]) > 0
