@@ -38,9 +38,13 @@ mkdir -p "$OUT" "$LOG_DIR"
 
 # --- the load generator's venv (Locust; gevent stays out of the platform's venv) -------------------
 REQ="$REPO/deploy/loadtest/requirements.txt"
-if [[ ! -x "$VENV/bin/locust" ]] || ! cmp -s "$REQ" "$VENV/.requirements"; then
+# A venv whose interpreter no longer runs (made at another path, the python it came from gone)
+# is made again: its scripts' #! lines name that path.
+if ! "$VENV/bin/python" -c 'import locust' >/dev/null 2>&1 || ! cmp -s "$REQ" "$VENV/.requirements" ||
+  ! head -n1 "$VENV/bin/locust" 2>/dev/null | grep -qF "$VENV/bin/python"; then
   log "loadtest: installing Locust into $VENV"
-  [[ -x "$VENV/bin/python" ]] || "$(host_python)" -m venv "$VENV"
+  "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1 && head -n1 "$VENV/bin/locust" 2>/dev/null | grep -qF "$VENV/bin/python" ||
+    { rm -rf "$VENV" && "$(host_python)" -m venv "$VENV"; }
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
   cp "$REQ" "$VENV/.requirements"
 fi
