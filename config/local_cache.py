@@ -116,8 +116,19 @@ class LocalCache(Generic[K, V]):
             return self.fallback(key, exc)
 
     async def aget_or_load(
-        self, key: K, load: Callable[[], Awaitable[V]], *, fallback_on: tuple[type[BaseException], ...] = ()
+        self,
+        key: K,
+        load: Callable[[], Awaitable[V]],
+        *,
+        fallback_on: tuple[type[BaseException], ...] = (),
+        default: Any = MISSING,
     ) -> V:
+        """The cached value, else ``load()``'s: reloads cut at LOAD_WAIT_S serve the last-known-good value.
+
+        A first load (nothing to serve instead) is waited for. ``default``: what a failed first
+        load (one of ``fallback_on``) serves until a load succeeds (e.g. an empty policy table);
+        without it the failure is raised.
+        """
         value = self.get(key)
         if value is not MISSING:
             return value
@@ -127,7 +138,12 @@ class LocalCache(Generic[K, V]):
             task = self._loads[key] = loop.create_task(self._load(key, load))
             task.add_done_callback(lambda t: self._loaded(key, t, fallback_on))
         if self.get_stale(key) is MISSING:
-            return await asyncio.shield(task)  # nothing to serve instead: wait for the first load
+            try:
+                return await asyncio.shield(task)  # nothing to serve instead: wait for the first load
+            except fallback_on:
+                if default is MISSING:
+                    raise
+                return self.set(key, default, ttl=0)  # the next call tries again, serving this meanwhile
         try:
             return await asyncio.wait_for(asyncio.shield(task), LOAD_WAIT_S)
         except TimeoutError as exc:

@@ -96,9 +96,9 @@ async def budget_table() -> BudgetTable:
     table = _tables.get(_KEY)
     if table is not MISSING:
         return table
-    if _tables.get_stale(_KEY) is MISSING:
-        _tables.set(_KEY, BudgetTable(), ttl=0)
-    return await _tables.aget_or_load(_KEY, lambda: database_sync_to_async(_load_sync)(), fallback_on=(Exception,))
+    return await _tables.aget_or_load(
+        _KEY, lambda: database_sync_to_async(_load_sync)(), fallback_on=(Exception,), default=BudgetTable()
+    )
 
 
 def invalidate_budgets() -> None:

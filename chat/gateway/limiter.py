@@ -156,21 +156,15 @@ async def policies() -> PolicyTable:
     table = _tables.get(_KEY)
     if table is not MISSING:
         return table
-    first = _tables.get_stale(_KEY) is MISSING
-    try:
-        return await _tables.aget_or_load(
-            # db(): the chat's database threads, not the one thread Django shares (a hung database must not block it).
-            _KEY,
-            lambda: db(_load_policies_sync)(),
-            fallback_on=(Exception,),
-        )
-    except Exception:
-        if not first:
-            raise
-        # The process's first load failed (its database deadline passed): no policies until one
-        # succeeds. The first load is waited for, not cut at LOAD_WAIT_S: a slow start must not
-        # serve its first requests without limits.
-        return _tables.set(_KEY, PolicyTable(), ttl=0)
+    return await _tables.aget_or_load(
+        # db(): the chat's database threads, not the one thread Django shares (a hung database must not block it).
+        _KEY,
+        lambda: db(_load_policies_sync)(),
+        fallback_on=(Exception,),
+        # A first load is waited for (a slow start must not serve requests without limits); only
+        # its failure leaves the process without policies until a load succeeds.
+        default=PolicyTable(),
+    )
 
 
 def invalidate_policies() -> None:

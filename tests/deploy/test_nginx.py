@@ -8,23 +8,18 @@ headers nginx forwarded.
 from __future__ import annotations
 
 import http.server
-import os
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 
 import httpx
 import pytest
 
-from tests.deploy.metric_names import REPO
-from tests.tools import need
+from tests.live import REPO
+from tests.nginx import Nginx
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 EVENT_GAP_S = 1.5
 
 
@@ -66,52 +61,15 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
-    need(bool(NGINX), "nginx is not installed (deploy/local/install nginx)")
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    tmp = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    conf = (REPO / "deploy" / "nginx" / "chat.conf").read_text()
-    conf = conf.replace("server api:8000", f"server 127.0.0.1:{upstream.server_address[1]}")
-    conf = conf.replace("listen 80 default_server", f"listen 127.0.0.1:{port} default_server")
-    (tmp / "chat.conf").write_text(conf)
-    user = "user root;" if os.geteuid() == 0 else ""  # workers must reach the private temp folder
-    (tmp / "nginx.conf").write_text(
-        f"""{user}
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/chat.conf;
-}}
-"""
-    )
-    proc = subprocess.Popen(
-        [NGINX, "-p", f"{tmp}/", "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            assert time.monotonic() < deadline, "nginx did not listen"
-            time.sleep(0.1)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(10)
-    upstream.shutdown()
+    nginx = Nginx(tmp_path_factory.mktemp("nginx"), upstream_port=upstream.server_address[1])
+    try:
+        nginx.start()
+        yield nginx.url
+    finally:
+        nginx.stop()
+        upstream.shutdown()
 
 
 def first_event_delay(url: str) -> tuple[float, float]:

@@ -76,3 +76,23 @@ async def test_a_hung_reload_serves_the_old_value_within_the_wait_and_loads_once
     assert loads == [1]  # one reload for every waiter
     await asyncio.sleep(1.0)
     assert cache.get("k") == "new"  # the reload finished in the background
+
+
+async def test_a_slow_first_load_is_waited_for_and_a_failed_one_serves_the_default(monkeypatch):
+    monkeypatch.setattr(local_cache, "LOAD_WAIT_S", 0.1)
+    cache: LocalCache[str, str] = LocalCache("test_first", ttl=lambda: 60)
+
+    async def slow_load() -> str:
+        await asyncio.sleep(0.3)  # longer than LOAD_WAIT_S: a cold process, a busy database
+        return "loaded"
+
+    # Nothing to serve instead, and the default is not served while the load only takes its time
+    # (the limiter's policy table: a slow start must not admit requests without limits).
+    assert await cache.aget_or_load("a", slow_load, fallback_on=(OperationalError,), default="none") == "loaded"
+
+    async def failing_load() -> str:
+        raise OperationalError("connection refused")
+
+    assert await cache.aget_or_load("b", failing_load, fallback_on=(OperationalError,), default="none") == "none"
+    with pytest.raises(OperationalError):  # no default: the failure is the caller's to handle
+        await cache.aget_or_load("c", failing_load, fallback_on=(OperationalError,))

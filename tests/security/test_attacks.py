@@ -25,7 +25,7 @@ from chat.models import AnswerMode, ChatSettings
 from knowledge.models import Collection
 from tests.inference.scripted_upstream import Answer, Fail, ScriptedUpstream
 from tests.live import LiveServer
-from tests.security.nginx import Nginx
+from tests.nginx import Nginx
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 

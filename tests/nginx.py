@@ -1,4 +1,4 @@
-"""deploy/nginx/chat.conf in a real nginx in front of a live server (the attack tests' entry point)."""
+"""deploy/nginx/chat.conf, the file that ships, in a real nginx in front of a server on loopback."""
 
 from __future__ import annotations
 
