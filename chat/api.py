@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import StreamingHttpResponse
@@ -27,6 +26,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from chat import selectors, services
+from chat.asyncdb import call_async
 from chat.errors import NotFound
 from chat.gateway import services as gateway
 from chat.gateway.auth import Principal, client_ip, subject_for
@@ -266,7 +266,7 @@ class ConversationDetailView(ChatAPIView):
         deleted = services.conversation_delete(owner=owner_of(request), conversation_id=conversation_id)
         from chat.history import drop_history
 
-        async_to_sync(drop_history)(deleted)
+        call_async(drop_history, deleted)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -327,7 +327,7 @@ class MessageListView(ChatAPIView):
         )
         wants_sse = validated.stream or "text/event-stream" in request.META.get("HTTP_ACCEPT", "")
         if wants_sse:
-            first = async_to_sync(_first_event)(events)
+            first = call_async(_first_event, events)
             if isinstance(first, Error):
                 return error_response(first.error)
             response = StreamingHttpResponse(sse_stream(first, events), content_type="text/event-stream")
@@ -336,7 +336,7 @@ class MessageListView(ChatAPIView):
             for name, value in getattr(first, "headers", {}).items():  # X-RateLimit-*, X-Budget-*
                 response[name] = value
             return response
-        final = async_to_sync(services.collect)(events)
+        final = call_async(services.collect, events)
         if isinstance(final, Error) and final.message_id is None:
             return error_response(final.error)
         body = {"conversation_id": conversation.pk, "message": MessageSerializer(_answer_row(final)).data}

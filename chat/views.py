@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
@@ -11,6 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from chat.api import ensure_session
+from chat.asyncdb import call_async
 from chat.config import get_config_sync
 from chat.errors import RateLimited
 from chat.gateway.auth import subject_for
@@ -71,7 +71,7 @@ def index(request: HttpRequest) -> HttpResponse:
     }
     # The model picker: shown when the visitor may use more than one chat model.
     subject = subject_for(principal=None, user=request.user, session_key=request.session.session_key)
-    models, chosen = async_to_sync(chat_model_picker)(subject, default=get_config_sync().default_model)
+    models, chosen = call_async(chat_model_picker, subject, default=get_config_sync().default_model)
     return render(
         request,
         "chat/index.html",

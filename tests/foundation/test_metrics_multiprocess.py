@@ -33,7 +33,7 @@ def test_it_sums_counters_over_gunicorn_workers(tmp_path):
         # New connections, in parallel, so the kernel spreads them over both workers.
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda _: httpx.get(f"{server.url}/", timeout=20).status_code, range(200)))
-        assert statuses == [200] * 200
+        assert statuses == [200] * 200, server.log_tail()
         scrapes = [httpx.get(f"{server.url}/metrics", timeout=10).text for _ in range(4)]
     finally:
         server.stop()

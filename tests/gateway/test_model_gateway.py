@@ -153,7 +153,10 @@ def test_a_key_limited_to_one_model_gets_openai_404_for_the_others(world):
     owner_restricted, _ = make_key()
     user = get_user_model().objects.get(api_keys__prefix=owner_restricted[:12])
     ModelAccess.objects.create(user=user, allowed_models=[world["groups"]["beta"].pk])
-    time.sleep(0.5)  # the processes' key cache (0.2 s here)
+    deadline = time.monotonic() + 20
+    while listed(a, owner_restricted) != {"beta"}:  # the process's access cache (0.2 s here)
+        assert time.monotonic() < deadline, "the app process did not load the owner's allowed models"
+        time.sleep(0.1)
     assert chat(a, owner_restricted, "alpha").status_code == 404
     assert chat(a, owner_restricted, "beta").status_code == 200
 
@@ -190,7 +193,12 @@ def test_a_model_over_its_limits_or_too_small_for_the_prompt_falls_back(world):
     )
     key, _ = make_key()
     ready([a, b], key, {"alpha", "beta"})
-    time.sleep(0.5)  # the policy table (0.2 s here)
+    for server in (a, b):  # each process has loaded the policy and alpha's new settings
+        probe, _ = make_key()
+        deadline = time.monotonic() + 20
+        while chat(server, probe, "alpha").json()["model"] != "beta":
+            assert time.monotonic() < deadline, "the app processes did not load alpha's limit and fallback"
+            time.sleep(0.1)
     assert chat(a, key, "alpha").json()["model"] == "alpha"
     assert chat(b, key, "alpha").json()["model"] == "beta"  # alpha's own limit: 1 request a minute
     long = "vacant house " * 150  # ~450 tokens: over alpha's 96-token window, within beta's
@@ -202,9 +210,15 @@ def test_a_model_over_its_limits_or_too_small_for_the_prompt_falls_back(world):
 def test_a_spent_budget_is_refused_by_the_other_process(world):
     a, b = world["servers"]
     key, key_id = make_key()
+    probe, probe_id = make_key()
     TokenBudget.objects.create(scope="api_key", api_key_id=key_id, tokens_per_month=10)
+    TokenBudget.objects.create(scope="api_key", api_key_id=probe_id, tokens_per_month=10_000)
     ready([a, b], key, {"alpha"})
-    time.sleep(0.5)  # the budget table (0.2 s here)
+    for server in (a, b):  # each process has loaded the budget table (0.2 s here): the probe key's shows
+        deadline = time.monotonic() + 20
+        while "X-Budget-Limit" not in chat(server, probe, "alpha").headers:
+            assert time.monotonic() < deadline, "the app processes did not load the budgets"
+            time.sleep(0.1)
     first = chat(a, key, "alpha")
     assert first.status_code == 200
     assert (first.headers["X-Budget-Limit"], first.headers["X-Budget-Remaining"]) == ("10", "10")
