@@ -34,6 +34,9 @@ from inference.config import OPENAI, EndpointConfig, GroupConfig, env_endpoint_s
 from inference.limiter import ConcurrencyLimiter
 from monitoring import metrics
 
+# With no endpoint of the kind asked for, the table is read again at most this often.
+EMPTY_RECHECK_S = 1.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -167,6 +170,7 @@ class Registry:
         self._stale = False
         self._load_task: asyncio.Task[None] | None = None
         self._retired: list[EndpointRuntime] = []
+        self._empty_checked_at = 0.0
 
     async def _load_from_database(self) -> RegistryData:
         # Every reload re-applies the environment (a few reads; writes only on a difference),
@@ -196,12 +200,23 @@ class Registry:
         return list((self._runtimes or {}).values())
 
     async def endpoints(self, kind: str) -> list[EndpointRuntime]:
-        """Enabled endpoints of ``kind``; loads on first use, refreshes in the background."""
+        """Enabled endpoints of ``kind``; loads on first use, refreshes in the background.
+
+        None of ``kind`` in this copy: the table is read again first (at most once per
+        EMPTY_RECHECK_S), so a request does not fail on a copy that missed a change (an
+        endpoint added, or re-created by another process's environment sync).
+        """
         if self._runtimes is None or self._stale:
             await self._reload()
         elif time.monotonic() - self._loaded_at > self._refresh_s:
             self._reload_in_background()
-        return [rt for rt in (self._runtimes or {}).values() if rt.kind == kind]
+        found = [rt for rt in (self._runtimes or {}).values() if rt.kind == kind]
+        now = time.monotonic()
+        if not found and self._refresh_s != float("inf") and now - self._empty_checked_at > EMPTY_RECHECK_S:
+            self._empty_checked_at = now
+            await self._reload()
+            found = [rt for rt in (self._runtimes or {}).values() if rt.kind == kind]
+        return found
 
     async def all_endpoints(self) -> list[EndpointRuntime]:
         if self._runtimes is None or self._stale:

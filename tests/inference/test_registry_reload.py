@@ -1,0 +1,42 @@
+"""The registry reads the endpoint table again before saying that no endpoint of a kind exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.config import EMBEDDING, GENERATION
+from inference.registry import EMPTY_RECHECK_S, Registry, RegistryData
+from tests.inference.conftest import generation_config
+
+pytestmark = pytest.mark.fast
+
+
+async def test_a_kind_missing_from_the_copy_is_looked_up_again_before_the_refresh_is_due(monkeypatch):
+    tables = [
+        RegistryData([generation_config("llm", "http://127.0.0.1:9/v1")]),
+        RegistryData(
+            [
+                generation_config("llm", "http://127.0.0.1:9/v1"),
+                generation_config("emb", "http://127.0.0.1:9/v1", kind=EMBEDDING),
+            ]
+        ),
+    ]
+    loads = []
+
+    async def loader() -> RegistryData:
+        loads.append(1)
+        return tables[min(len(loads), 2) - 1]
+
+    registry = Registry(loader, refresh_s=3600)
+    assert [rt.name for rt in await registry.endpoints(GENERATION)] == ["llm"]
+    # Another process re-created the embedding endpoint since: found without waiting an hour.
+    assert [rt.name for rt in await registry.endpoints(EMBEDDING)] == ["emb"]
+    assert len(loads) == 2
+    # None of a kind: the table is read again at most once per EMPTY_RECHECK_S, not on every request.
+    assert await registry.endpoints("reranker") == [] and await registry.endpoints("reranker") == []
+    assert len(loads) == 2
+    later = registry._empty_checked_at + EMPTY_RECHECK_S + 0.1
+    monkeypatch.setattr("inference.registry.time.monotonic", lambda: later)
+    assert await registry.endpoints("reranker") == [] and await registry.endpoints("reranker") == []
+    assert len(loads) == 3
+    await registry.aclose()
