@@ -19,6 +19,7 @@ its endpoints), which the generation code takes in place of the whole registry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -34,7 +35,7 @@ from inference.config import OPENAI, EndpointConfig, GroupConfig, env_endpoint_s
 from inference.limiter import ConcurrencyLimiter
 from monitoring import metrics
 
-# With no endpoint of the kind asked for, the table is read again at most this often.
+# With no endpoint of the kind asked for, the table is read again at most this often (and waited for at most this long).
 EMPTY_RECHECK_S = 1.0
 
 logger = logging.getLogger(__name__)
@@ -211,12 +212,21 @@ class Registry:
         elif time.monotonic() - self._loaded_at > self._refresh_s:
             self._reload_in_background()
         found = [rt for rt in (self._runtimes or {}).values() if rt.kind == kind]
-        now = time.monotonic()
-        if not found and self._refresh_s != float("inf") and now - self._empty_checked_at > EMPTY_RECHECK_S:
-            self._empty_checked_at = now
-            await self._reload()
+        if not found and self._refresh_s != float("inf") and self._empty_recheck_due():
+            # Waited for at most EMPTY_RECHECK_S: a hung database must not hold the request
+            # (the load goes on in the background; _reload shields it).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EMPTY_RECHECK_S):
+                    await self._reload()
             found = [rt for rt in (self._runtimes or {}).values() if rt.kind == kind]
         return found
+
+    def _empty_recheck_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._empty_checked_at <= EMPTY_RECHECK_S:
+            return False
+        self._empty_checked_at = now
+        return True
 
     async def all_endpoints(self) -> list[EndpointRuntime]:
         if self._runtimes is None or self._stale:
