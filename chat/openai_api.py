@@ -51,7 +51,7 @@ from monitoring.metrics import CHAT_ERRORS
 OWNED_BY = "vacant-house-platform"
 
 
-def _refused(err: PlatformError) -> HttpResponse:
+def refused(err: PlatformError) -> HttpResponse:
     """A request refused before the answer pipeline ran (auth, validation): counted here."""
     CHAT_ERRORS.labels(err.code).inc()
     return openai_error_response(err)
@@ -73,7 +73,7 @@ async def _principal(request: HttpRequest, *, admitted: bool = False) -> Any:
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        return _refused(MethodNotAllowed("Use POST."))
+        return refused(MethodNotAllowed("Use POST."))
     try:
         principal = await _principal(request, admitted=True)
         payload = parse_json_body(request.body)
@@ -82,7 +82,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         if not isinstance(store, bool):
             raise ValidationFailed("store: must be true or false.", fields={"store": ["Must be true or false."]})
     except PlatformError as exc:
-        return _refused(exc)
+        return refused(exc)
 
     options = services.ChatOptions(
         # Absent: the admin setting decides (on by default); the validator's default would hide that.
@@ -130,13 +130,13 @@ def _with_headers(response: HttpResponse, first: Any) -> HttpResponse:
 @csrf_exempt
 async def embeddings(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        return _refused(MethodNotAllowed("Use POST."))
+        return refused(MethodNotAllowed("Use POST."))
     try:
         principal = await _principal(request, admitted=True)
         subject = subject_for(principal=principal, ip=client_ip(request.META))
         result = await embeddings_create(subject=subject, payload=parse_json_body(request.body))
     except PlatformError as exc:
-        return _refused(exc)
+        return refused(exc)
     body = embeddings_json(
         result.model, result.vectors, prompt_tokens=result.prompt_tokens, encoding_format=result.encoding_format
     )
@@ -153,11 +153,11 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
 async def models(request: HttpRequest) -> HttpResponse:
     """The model groups this key may use (chat and embedding), by name; aliases work but are not listed."""
     if request.method != "GET":
-        return _refused(MethodNotAllowed("Use GET."))
+        return refused(MethodNotAllowed("Use GET."))
     try:
         principal = await _principal(request)
     except PlatformError as exc:
-        return _refused(exc)
+        return refused(exc)
     subject = subject_for(principal=principal, ip=client_ip(request.META))
     groups = await models_for(subject, default=(await get_config()).default_model)
     return HttpResponse(
@@ -169,7 +169,7 @@ async def models(request: HttpRequest) -> HttpResponse:
 async def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     """``GET /v1/models/{model}`` (``client.models.retrieve``): the group a name or alias reaches, or 404."""
     if request.method != "GET":
-        return _refused(MethodNotAllowed("Use GET."))
+        return refused(MethodNotAllowed("Use GET."))
     try:
         principal = await _principal(request)
         subject = subject_for(principal=principal, ip=client_ip(request.META))
@@ -178,5 +178,5 @@ async def model_detail(request: HttpRequest, name: str) -> HttpResponse:
         except PlatformError:
             choice = await model_choose(subject, name, kind=EMBEDDING)
     except PlatformError as exc:
-        return _refused(exc)
+        return refused(exc)
     return HttpResponse(orjson.dumps(model_object(choice.name, owned_by=OWNED_BY)), content_type="application/json")

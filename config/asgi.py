@@ -3,7 +3,9 @@
 Production: ``gunicorn config.asgi:application -c deploy/gunicorn.conf.py`` (uvicorn
 workers, ``config.workers.UvicornWorker``); local: ``manage.py runserver`` (Daphne).
 
-The integrators' API (``CHAT_API_FAST_PATH_PREFIXES``, default ``/v1/``) goes through
+``/v1/`` goes to ``config.data_plane`` (no Django request handler at all; issue #17), which
+hands the paths it has no route for to the fast path below. With ``CHAT_API_DATA_PLANE=0``,
+the integrators' API (``CHAT_API_FAST_PATH_PREFIXES``, default ``/v1/``) goes through
 a second Django handler with a short, async-only middleware chain
 (``CHAT_API_FAST_PATH_MIDDLEWARE``): Django's ``MiddlewareMixin`` middleware run
 their hooks through ``sync_to_async`` (a thread hop each, twice per middleware),
@@ -13,7 +15,6 @@ template, so nothing the skipped middleware provide applies to them.
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from django.core.asgi import get_asgi_application
 
@@ -22,7 +23,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # Django must be set up before anything imports models (consumers do).
 django_asgi_app = get_asgi_application()
 
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext  # noqa: E402
+from asgiref.sync import SyncToAsync  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware  # noqa: E402
@@ -30,6 +31,7 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from chat.ws_auth import WebsocketAuthMiddleware  # noqa: E402
+from config.data_plane import FAST_PATH_SYNC_THREAD, PREFIX, DataPlane  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from monitoring import tracing  # noqa: E402
 from monitoring.logging import RequestIdASGIMiddleware  # noqa: E402
@@ -62,15 +64,8 @@ class FastPathASGIHandler(ASGIHandler):
         # for anyone else.
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        SyncToAsync.thread_sensitive_context.set(_FAST_PATH_SYNC_THREAD)
+        SyncToAsync.thread_sensitive_context.set(FAST_PATH_SYNC_THREAD)
         await self.handle(scope, receive, send)
-
-
-# The fast path's one sync thread (asgiref keeps one executor per context object, for its life).
-_FAST_PATH_SYNC_THREAD = ThreadSensitiveContext()
-SyncToAsync.context_to_thread_executor[_FAST_PATH_SYNC_THREAD] = ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix="fast-path-sync"
-)
 
 
 class WebsocketSessionMiddleware(SessionMiddleware):
@@ -93,6 +88,21 @@ def _http_app():
     if not prefixes:
         return django_asgi_app
     fast = FastPathASGIHandler(settings.CHAT_API_FAST_PATH_MIDDLEWARE)
+    if settings.CHAT_API_DATA_PLANE and PREFIX in prefixes:
+        # /v1/ without Django's handler; the fast handler answers the paths it has no route for.
+        plane = DataPlane(fallback=fast)
+        other = tuple(p for p in prefixes if p != PREFIX)
+
+        async def routed(scope, receive, send):
+            path = scope["path"]
+            if path.startswith(PREFIX):
+                await plane(scope, receive, send)
+            elif other and path.startswith(other):
+                await fast(scope, receive, send)
+            else:
+                await django_asgi_app(scope, receive, send)
+
+        return routed
 
     async def http(scope, receive, send):
         app = fast if scope["path"].startswith(prefixes) else django_asgi_app

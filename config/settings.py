@@ -356,6 +356,8 @@ CHAT_OPENAI_STORE_DEFAULT = env_bool("CHAT_OPENAI_STORE_DEFAULT", False)
 # docs/performance.md): the OpenAI-compatible API uses no session, cookie, CSRF or template.
 # Empty: every path goes through MIDDLEWARE.
 CHAT_API_FAST_PATH_PREFIXES = env_list("CHAT_API_FAST_PATH_PREFIXES", ["/v1/"])
+# /v1/ served by config.data_plane (an ASGI app routed before Django's handler); 0: by the fast path below.
+CHAT_API_DATA_PLANE = env_bool("CHAT_API_DATA_PLANE", True)
 CHAT_API_FAST_PATH_MIDDLEWARE = [
     "monitoring.logging.RequestIdMiddleware",
     "monitoring.middleware.RequestMetricsMiddleware",

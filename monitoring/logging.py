@@ -208,52 +208,56 @@ class RequestIdMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self._acall(request)
-        rid, token, started = self._enter(request)
+        rid, token, started = request_begin(request)
         status = 500
         try:
             response = self.get_response(request)
             status = response.status_code
-            _id_headers(response, rid)
+            id_headers(response, rid)
             return response
         finally:
-            self._leave(request, status, started, token)
+            request_end(request, status, started, token)
 
     async def _acall(self, request: Any) -> Any:
-        rid, token, started = self._enter(request)
+        rid, token, started = request_begin(request)
         status = 500
         try:
             response = await self.get_response(request)
             status = response.status_code
-            _id_headers(response, rid)
+            id_headers(response, rid)
             return response
         finally:
-            self._leave(request, status, started, token)
-
-    @staticmethod
-    def _enter(request: Any) -> tuple[str, Any, float]:
-        rid = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
-        request.request_id = rid
-        return rid, request_id_var.set(rid), time.perf_counter()
-
-    @staticmethod
-    def _leave(request: Any, status: int, started: float, token: Any) -> None:
-        # For a streamed answer this is the time to the first byte; the stream's
-        # full duration is in request_duration_seconds.
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
-        access_log.log(
-            level,
-            "%s %s %s %.1fms",
-            request.method,
-            request.path,
-            status,
-            duration_ms,
-            extra={"method": request.method, "path": request.path, "status": status, "duration_ms": duration_ms},
-        )
-        request_id_var.reset(token)
+            request_end(request, status, started, token)
 
 
-def _id_headers(response: Any, rid: str) -> None:
+
+def request_begin(request: Any) -> tuple[str, Any, float]:
+    """Accept or make the request's id and set it for its lifetime: (id, context token, start time)."""
+    rid = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request.request_id = rid
+    return rid, request_id_var.set(rid), time.perf_counter()
+
+
+def request_end(request: Any, status: int, started: float, token: Any) -> None:
+    """The request's one access line; the request id is unset."""
+    # For a streamed answer this is the time to the first byte; the stream's
+    # full duration is in request_duration_seconds.
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
+    access_log.log(
+        level,
+        "%s %s %s %.1fms",
+        request.method,
+        request.path,
+        status,
+        duration_ms,
+        extra={"method": request.method, "path": request.path, "status": status, "duration_ms": duration_ms},
+    )
+    request_id_var.reset(token)
+
+
+def id_headers(response: Any, rid: str) -> None:
+    """X-Request-ID (and X-Trace-ID in a trace) on the response."""
     response[REQUEST_ID_HEADER] = rid
     trace_id = tracing.current_trace_id()
     if trace_id is not None:

@@ -28,7 +28,8 @@ def _endpoint(request: HttpRequest) -> str:
     return match.view_name or "unnamed"
 
 
-def _record(endpoint: str, method: str, status: int, started: float) -> None:
+def record_request(endpoint: str, method: str, status: int, started: float) -> None:
+    """One request in request_duration_seconds and http_requests_total (``started``: perf_counter)."""
     REQUEST_DURATION.labels(endpoint, method).observe(time.perf_counter() - started)
     HTTP_REQUESTS.labels(endpoint, f"{status // 100}xx").inc()
 
@@ -81,7 +82,7 @@ class RequestMetricsMiddleware:
         tracing.name_server_span(method, f"/{match.route}" if match is not None else endpoint)
 
         def done() -> None:
-            _record(endpoint, method, response.status_code, started)
+            record_request(endpoint, method, response.status_code, started)
 
         if isinstance(response, StreamingHttpResponse):
             if response.is_async:

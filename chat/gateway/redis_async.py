@@ -45,8 +45,7 @@ def timeout() -> float:
 async def redis_call(fn: Callable[[Any], Awaitable[T]]) -> T:
     """``await fn(client)`` within the gate and the time bound; raises one of REDIS_ERRORS."""
 
-    async def run() -> T:
-        async with _gate():
-            return await fn(get_redis())
-
-    return await asyncio.wait_for(run(), timeout())
+    # asyncio.timeout, not wait_for: no task of its own per call (two event-loop turns and a
+    # task object on every round trip of the request path; Python 3.11's wait_for makes one).
+    async with asyncio.timeout(timeout()), _gate():
+        return await fn(get_redis())

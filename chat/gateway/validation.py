@@ -106,14 +106,18 @@ def limits() -> dict[str, int]:
     }
 
 
+def body_too_large(size: int | None) -> PayloadTooLarge:
+    """413 for a body over GATEWAY_MAX_BODY_BYTES (``size`` None: not read to its end)."""
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    said = f"{size} bytes" if size is not None else f"over {limit} bytes"
+    return PayloadTooLarge(f"The request body is {said}; the limit is {limit} bytes.", limit=limit)
+
+
 def parse_json_body(body: bytes | str) -> dict[str, Any]:
     """The request body as a JSON object; 413 before parsing when it is too large."""
     size = len(body.encode() if isinstance(body, str) else body)
     if size > settings.GATEWAY_MAX_BODY_BYTES:
-        raise PayloadTooLarge(
-            f"The request body is {size} bytes; the limit is {settings.GATEWAY_MAX_BODY_BYTES} bytes.",
-            limit=settings.GATEWAY_MAX_BODY_BYTES,
-        )
+        raise body_too_large(size)
     try:
         payload = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:

@@ -162,7 +162,10 @@ class ScriptedUpstream:
             await self._wait_or_disconnect(reader, record, action.seconds)
             return False
         if not stream:
-            await asyncio.sleep(action.first_token_delay_s)
+            if action.first_token_delay_s:
+                await self._wait_or_disconnect(reader, record, action.first_token_delay_s)
+                if record.client_disconnected:
+                    return False
             await _write_json(writer, 200, self._completion(action))
             record.tokens_sent = len(action.tokens)
             record.finished = True
