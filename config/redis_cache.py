@@ -27,15 +27,67 @@ from typing import Any
 
 from django.conf import settings
 from django_prometheus.cache.backends.redis import RedisCache
+from django_redis.client import DefaultClient
+from django_redis.exceptions import ConnectionInterrupted
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.redis import REDIS_OUTAGE as REDIS
 
-# What "Redis is unreachable" looks like through redis-py (django-redis re-raises the cause).
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# What "Redis is unreachable" looks like through redis-py (django-redis re-raises the cause);
+# a cluster in failover (no master for a slot yet) is unreachable for that while.
+UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterError,
+    SlotNotCoveredError,
+)
 # Keys whose write failed, deleted once Redis answers again (beyond this many, the oldest are forgotten).
 MAX_PENDING_INVALIDATIONS = 10_000
+
+
+class ClusterClient(DefaultClient):
+    """django-redis over a Redis Cluster (``REDIS_CLUSTER=1``): redis-py's cluster client.
+
+    The URL names any node; the client discovers the others and follows MOVED/ASK and
+    failovers. Every command django-redis sends for Django's cache API is single-key except
+    MGET (``get_many``), which becomes one MGET per slot (``mget_nonatomic``); DEL of many
+    keys and pipelines (``set_many``) are split per slot by redis-py, FLUSHDB (``clear``) goes
+    to every primary. No multi-key transaction is needed: the cache and the ``cached_db``
+    sessions it holds are copies of PostgreSQL.
+    """
+
+    def connect(self, index: int = 0) -> Any:
+        options = self._options
+        try:
+            return RedisCluster.from_url(
+                self._server[index],
+                socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+                socket_timeout=options.get("SOCKET_TIMEOUT"),
+                decode_responses=False,
+            )
+        except RedisClusterException as exc:  # no node answered the discovery: an outage
+            raise RedisConnectionError(str(exc)) from exc
+
+    def disconnect(self, index: int = 0, client: Any = None) -> None:
+        client = client if client is not None else self._clients[index]
+        if client is not None:
+            client.close()
+
+    def get_many(self, keys: Any, version: Any = None, client: Any = None) -> dict[Any, Any]:
+        if client is None:
+            client = self.get_client(write=False)
+        if not keys:
+            return {}
+        by_key = {self.make_key(k, version=version): k for k in keys}
+        try:
+            values = client.mget_nonatomic(list(by_key))
+        except UNREACHABLE as exc:
+            raise ConnectionInterrupted(connection=client) from exc
+        return {by_key[k]: self.decode(v) for k, v in zip(by_key, values, strict=True) if v is not None}
 
 
 class FailFastRedisCache(RedisCache):

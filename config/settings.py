@@ -160,14 +160,15 @@ elif _db["ENGINE"] == "django.db.backends.sqlite3":
 _db["ENGINE"] = _db["ENGINE"].replace("django.db.backends.", "monitoring.db.")
 DATABASES = {"default": _db}
 
-# --- Redis: cache, sessions, channel layer ----------------------------------
+# --- Redis: cache, sessions, limits, history ----------------------------------
 
 REDIS_URL = env_opt("REDIS_URL")
 # Every Redis key the platform writes starts with this (several deployments can share a server).
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "vh")
 REDIS_TIMEOUT = env_float("REDIS_TIMEOUT", 1.0)
-# REDIS_URL names one node of a Redis Cluster (config/redis.py clients of the request path
-# and admin pages; the Django cache and the channel layer need a non-cluster Redis).
+# REDIS_URL names one node of a Redis Cluster: every client speaks cluster (config/redis.py for
+# the request path and admin pages, config.redis_cache.ClusterClient for Django's cache and
+# the sessions' copies); every multi-key operation stays inside one hash slot.
 REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
 # Connections per process (per event loop) of the async client used on the request path.
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 100)
@@ -182,23 +183,22 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_KEY_PREFIX,
             "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "CLIENT_CLASS": "config.redis_cache.ClusterClient"
+                if REDIS_CLUSTER
+                else "django_redis.client.DefaultClient",
                 "SOCKET_CONNECT_TIMEOUT": REDIS_TIMEOUT,
                 "SOCKET_TIMEOUT": REDIS_TIMEOUT,
                 # One immediate retry on a dead pooled connection (after a Redis restart), none on a timeout.
-                "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))},
+                # (The cluster client retries per node and follows failovers itself.)
+                "CONNECTION_POOL_KWARGS": {}
+                if REDIS_CLUSTER
+                else {"retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))},
             },
         }
     }
     # PostgreSQL is the truth of every session, Redis a copy: losing Redis (a restart,
     # an eviction under allkeys-lru) logs nobody out and keeps anonymous visitors' chats theirs.
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi"},
-        }
-    }
 else:
     CACHES = {
         "default": {
@@ -208,7 +208,11 @@ else:
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# No channel layer in any mode: nothing is sent to a socket from outside its own connection
+# (chat/consumers.py), so a layer would only hold a Redis subscription per open socket; and
+# channels-redis cannot run on a Redis Cluster (its core layer's Lua scripts touch keys of
+# several slots, and redis-py's async cluster client has no pub/sub: channels_redis#420).
+CHANNEL_LAYERS: dict[str, dict[str, object]] = {}
 
 # --- Search (Elasticsearch, or the embedded local backend) ------------------
 

@@ -15,6 +15,10 @@ What the result means (docs/operations.md, "Health probes"):
   replica out of service because Redis restarted would turn a degradation into an outage.
 - ``ok``: everything answers.
 
+A probe may raise ``Degraded`` instead: the dependency answers but is not whole (an
+Elasticsearch cluster in yellow: every shard served, a replica missing). That check reads
+``degraded`` and so does the report unless something is down; it is not counted as down.
+
 ``cached_report`` runs the checks at most once per READYZ_CACHE_S per process, with one
 run in flight at a time however many callers poll.
 """
@@ -28,6 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 Probe = Callable[[], Awaitable[str | None]]
+
+
+class Degraded(Exception):
+    """Raised by a probe whose dependency answers but is not whole; the message says how."""
+
 
 OK, DEGRADED, UNAVAILABLE = "ok", "degraded", "unavailable"
 
@@ -76,6 +85,8 @@ async def _run_one(check: Check, timeout: float) -> dict[str, Any]:
     try:
         detail = await asyncio.wait_for(check.probe(), timeout)
         status = "ok"
+    except Degraded as exc:
+        status, detail = "degraded", str(exc)[:300]
     except TimeoutError:
         status, detail = "down", f"no answer within {timeout:g}s"
     except Exception as exc:  # a probe failing is data, never a 500
@@ -93,13 +104,14 @@ async def run_checks(timeout: float) -> dict[str, Any]:
     """Every check, concurrently; the report (see the module docstring for ``status``)."""
     checks = await gather_checks()
     results = await asyncio.gather(*(_run_one(c, timeout) for c in checks))
-    down = [r["name"] for r in results if r["status"] != "ok"]
-    down_required = [r["name"] for r in results if r["status"] != "ok" and r["required"]]
-    status = UNAVAILABLE if down_required else DEGRADED if down else OK
+    down = [r["name"] for r in results if r["status"] == "down"]
+    down_required = [r["name"] for r in results if r["status"] == "down" and r["required"]]
+    partial = [r["name"] for r in results if r["status"] == "degraded"]
+    status = UNAVAILABLE if down_required else DEGRADED if down or partial else OK
     return {
         "status": status,
         "down": down,
-        "degraded": [name for name in down if name not in down_required],
+        "degraded": [name for name in down if name not in down_required] + partial,
         "checks": {r["name"]: r for r in results},
         "checked_at": time.time(),
     }

@@ -230,7 +230,6 @@ class RequestIdMiddleware:
             request_end(request, status, started, token)
 
 
-
 def request_begin(request: Any) -> tuple[str, Any, float]:
     """Accept or make the request's id and set it for its lifetime: (id, context token, start time)."""
     rid = accept_request_id(request.headers.get(REQUEST_ID_HEADER))

@@ -11,7 +11,7 @@ LOG_DIR="$LOCAL_DIR/logs"
 RUN_DIR="$LOCAL_DIR/run"
 ENV_FILE="$LOCAL_DIR/services.env"
 
-ALL_SERVICES=(postgres redis redis-cluster elasticsearch triton llm jaeger)
+ALL_SERVICES=(postgres redis redis-cluster elasticsearch es-cluster triton llm jaeger)
 
 PG_VERSION=15
 PG_CLUSTER=main
@@ -21,6 +21,9 @@ REDIS_CLUSTER_PORTS=(7000 7001 7002 7003 7004 7005)
 ES_VERSION=8.19.7
 ES_PORT=9200
 ES_USER=elasticsearch
+# es-cluster: three nodes of one cluster on loopback (HTTP and transport ports), small heaps.
+ES_CLUSTER_HTTP_PORTS=(9201 9202 9203)
+ES_CLUSTER_TRANSPORT_PORTS=(9301 9302 9303)
 TRITON_HTTP_PORT=8010
 TRITON_GRPC_PORT=8011
 TRITON_METRICS_PORT=8012
@@ -136,6 +139,7 @@ service_address() {
     redis) echo "redis://127.0.0.1:$REDIS_PORT/0" ;;
     redis-cluster) echo "redis://127.0.0.1:${REDIS_CLUSTER_PORTS[0]}/0 (ports ${REDIS_CLUSTER_PORTS[0]}-${REDIS_CLUSTER_PORTS[-1]})" ;;
     elasticsearch) echo "http://127.0.0.1:$ES_PORT" ;;
+    es-cluster) echo "$(es_cluster_urls) (3 nodes)" ;;
     triton) echo "http://127.0.0.1:$TRITON_HTTP_PORT grpc 127.0.0.1:$TRITON_GRPC_PORT metrics http://127.0.0.1:$TRITON_METRICS_PORT/metrics" ;;
     llm) echo "http://127.0.0.1:$LLM_PORT/v1 (model smollm2)" ;;
     jaeger) echo "OTLP http://127.0.0.1:$JAEGER_OTLP_HTTP_PORT query http://127.0.0.1:$JAEGER_UI_PORT/api/traces" ;;
@@ -154,6 +158,21 @@ ready_redis-cluster() {
     done
 }
 ready_elasticsearch() { probe es "http://127.0.0.1:$ES_PORT" >/dev/null 2>&1; }
+# Every node answers and sees the other two (a node that lost the cluster answers alone).
+ready_es-cluster() {
+    local p
+    for p in "${ES_CLUSTER_HTTP_PORTS[@]}"; do
+        [[ "$(curl -sf -m 3 "http://127.0.0.1:$p/_cluster/health?filter_path=number_of_nodes" 2>/dev/null)" == '{"number_of_nodes":3}' ]] || return 1
+    done
+}
+es_cluster_urls() {
+    local p urls=()
+    for p in "${ES_CLUSTER_HTTP_PORTS[@]}"; do urls+=("http://127.0.0.1:$p"); done
+    (
+        IFS=,
+        echo "${urls[*]}"
+    )
+}
 ready_triton() { probe triton "http://127.0.0.1:$TRITON_HTTP_PORT" >/dev/null 2>&1; }
 ready_llm() { probe llm "http://127.0.0.1:$LLM_PORT" >/dev/null 2>&1; }
 ready_jaeger() { "$DEPLOY_DIR/jaeger" status >/dev/null 2>&1; }
@@ -176,6 +195,8 @@ write_env_file() {
             echo "ES_NUMBER_OF_SHARDS=1"
             echo "ES_NUMBER_OF_REPLICAS=0"
         fi
+        # Read by the Elasticsearch-cluster tests (tests/knowledge/test_es_cluster.py) only.
+        ready_es-cluster && echo "ES_CLUSTER_URLS=$(es_cluster_urls)"
         if ready_triton; then
             echo "TRITON_URL=http://127.0.0.1:$TRITON_HTTP_PORT"
             echo "TRITON_GRPC_URL=127.0.0.1:$TRITON_GRPC_PORT"

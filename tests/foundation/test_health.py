@@ -46,8 +46,9 @@ def test_it_shows_the_detail_to_a_caller_with_the_internal_token(client, setting
     body = client.get("/readyz", HTTP_AUTHORIZATION="Bearer readyz-secret-token").json()
     assert body["checks"]["database"]["status"] == "ok"
     assert body["status"] in ("ok", "degraded", "unavailable")
-    assert set(body["down"]) == {n for n, c in body["checks"].items() if c["status"] != "ok"}
-    assert set(body["degraded"]) == {n for n in body["down"] if not body["checks"][n]["required"]}
+    assert set(body["down"]) == {n for n, c in body["checks"].items() if c["status"] == "down"}
+    partial = {n for n, c in body["checks"].items() if c["status"] == "degraded"}
+    assert set(body["degraded"]) == {n for n in body["down"] if not body["checks"][n]["required"]} | partial
 
 
 @pytest.mark.fast
@@ -67,12 +68,14 @@ def probes(monkeypatch):
     from monitoring import health
 
     calls: list[str] = []
-    scripted: dict[str, tuple[bool, bool]] = {}
+    scripted: dict[str, tuple[bool, bool | str]] = {}
 
     async def gather():
         def probe(name: str):
             async def run() -> str:
                 calls.append(name)
+                if scripted[name][1] == "partial":
+                    raise health.Degraded(f"{name} yellow (2 nodes)")
                 if not scripted[name][1]:
                     raise ConnectionRefusedError(f"{name} refused")
                 return "fine"
@@ -94,6 +97,19 @@ def test_an_optional_dependency_down_degrades_without_failing(client, settings, 
     assert response.status_code == 200
     assert response.json()["status"] == "degraded" and response.json()["degraded"] == ["redis"]
     assert client.get("/readyz").json() == {"status": "ok"}
+
+
+@pytest.mark.fast
+def test_a_dependency_that_answers_but_is_not_whole_degrades(client, settings, probes):
+    """Elasticsearch in yellow (a node of three down, every shard still served): degraded, not down."""
+    settings.READYZ_TOKEN = "t0ken-for-tests"
+    scripted, _ = probes
+    scripted.update({"database": (True, True), "search": (False, "partial")})
+    response = client.get("/readyz", HTTP_AUTHORIZATION="Bearer t0ken-for-tests")
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "degraded"
+    assert body["down"] == [] and body["degraded"] == ["search"]
+    assert body["checks"]["search"]["status"] == "degraded" and "yellow" in body["checks"]["search"]["detail"]
 
 
 @pytest.mark.fast

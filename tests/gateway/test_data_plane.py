@@ -76,7 +76,9 @@ def test_the_edges_django_handled_are_still_handled(plane, key):
             headers={**auth, "Content-Type": "application/json"},
         )
         assert big.status_code == 413
-        assert big.json()["error"]["message"] == f"The request body is {(1 << 20) + 11} bytes; the limit is 65536 bytes."
+        assert (
+            big.json()["error"]["message"] == f"The request body is {(1 << 20) + 11} bytes; the limit is 65536 bytes."
+        )
         metrics = client.get("/metrics").text
     assert re.search(r'http_requests_total\{endpoint="openai-models",status="2xx"\} [1-9]', metrics)
     assert re.search(r'http_requests_total\{endpoint="openai-chat-completions",status="4xx"\} [1-9]', metrics)

@@ -1,4 +1,5 @@
-"""Real app processes (uvicorn) sharing Redis: one limit across replicas, revocation at once,
+"""Real app processes (uvicorn) sharing Redis: one limit across replicas, revocation at once, an
+answer cached through one replica a hit through the other, a session made on one used on the other,
 and Redis outages answered per RATELIMIT_FAIL_MODE, never with a 500 or a hang.
 
 The protected endpoint is the gateway's own GET /api/gateway/whoami (bearer key or session,
@@ -21,6 +22,7 @@ from chat.gateway.models import RateLimitPolicy
 from chat.gateway.services import apikey_create, apikey_revoke, keys_purge_prefix
 from tests.gateway.conftest import closed_port, dev_env
 from tests.live import LiveServer
+from tests.tools import need
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -45,22 +47,25 @@ def _servers(n: int, **env: str) -> list[LiveServer]:
 
 @pytest.fixture(scope="module", params=["redis", "cluster"])
 def pair(request, django_db_setup, django_db_blocker):
-    """Two app processes on one Redis topology."""
+    """Two app processes (replicas) on one Redis topology, answering with one scripted model."""
+    from tests.inference.scripted_upstream import Answer, running_in_thread
+
     if request.param == "redis":
         env = {"REDIS_URL": os.environ["REDIS_URL"], "REDIS_CLUSTER": "0"}
     else:
-        if not os.environ.get("REDIS_CLUSTER_URL"):
-            pytest.skip("REDIS_CLUSTER_URL unset")
+        need(bool(os.environ.get("REDIS_CLUSTER_URL")), "REDIS_CLUSTER_URL unset (deploy/local/up starts it)")
         env = {"REDIS_URL": os.environ["REDIS_CLUSTER_URL"], "REDIS_CLUSTER": "1"}
-    servers = _servers(2, **env)
-    yield request.param, env, servers
-    for s in servers:
-        s.stop()
+    with running_in_thread(model="scripted-model") as upstream:
+        upstream.default = Answer(tokens=["빈집", " 정비", " 지원"])
+        servers = _servers(2, **env, VLLM_URL=upstream.base_url, VLLM_MODEL="scripted-model")
+        yield request.param, env, servers, upstream
+        for s in servers:
+            s.stop()
 
 
 @pytest.fixture
 def live_settings(settings, pair):
-    _, env, _ = pair
+    _, env, _, _ = pair
     settings.REDIS_KEY_PREFIX = PREFIX
     settings.REDIS_URL = env["REDIS_URL"]
     settings.REDIS_CLUSTER = env["REDIS_CLUSTER"] == "1"
@@ -85,7 +90,7 @@ def _get(server: LiveServer, key: str) -> httpx.Response:
 
 
 def test_two_processes_share_one_limit(pair, live_settings):
-    _, _, (a, b) = pair
+    _, _, (a, b), _ = pair
     key = _api_key(limit=5)
     statuses = [_get(server, key).status_code for server in (a, b, a, b, b)]
     assert statuses == [200] * 5
@@ -99,15 +104,15 @@ def test_two_processes_share_one_limit(pair, live_settings):
 
 
 def test_parallel_requests_across_processes_let_exactly_the_limit_through(pair, live_settings):
-    _, _, (a, b) = pair
+    _, _, (a, b), _ = pair
     key = _api_key(limit=10)
-    with ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(lambda i: _get((a, b)[i % 2], key).status_code, range(60)))
-    assert statuses.count(200) == 10 and statuses.count(429) == 50
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(lambda i: _get((a, b)[i % 2], key).status_code, range(100)))
+    assert statuses.count(200) == 10 and statuses.count(429) == 90
 
 
 def test_a_revoked_key_is_refused_at_once_by_another_process(pair, live_settings):
-    _, _, (a, b) = pair
+    _, _, (a, b), _ = pair
     key = _api_key(limit=100)
     assert _get(a, key).status_code == 200
     assert _get(b, key).status_code == 200  # both processes now hold the key row in memory
@@ -117,6 +122,48 @@ def test_a_revoked_key_is_refused_at_once_by_another_process(pair, live_settings
     for server in (a, b):
         refused = _get(server, key)
         assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+
+
+def test_an_answer_cached_through_one_replica_is_a_hit_through_the_other(pair, live_settings):
+    _, _, (a, b), upstream = pair
+    key = _api_key(limit=100)
+    body = {
+        "model": "scripted-model",
+        "messages": [{"role": "user", "content": f"빈집 철거 보조금은? {uuid.uuid4().hex[:6]}"}],
+        "temperature": 0,
+        "max_tokens": 16,
+        "retrieval": False,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    calls = len(upstream.chat_requests)
+    first = httpx.post(f"{a.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert first.status_code == 200, first.text
+    again = httpx.post(f"{b.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    assert len(upstream.chat_requests) == calls + 1  # the second replica answered from the shared cache
+
+
+def test_a_session_made_on_one_replica_is_used_on_the_other(pair, live_settings):
+    _, _, (a, b), _ = pair
+    password = uuid.uuid4().hex
+    admin = get_user_model().objects.create_superuser(f"a{uuid.uuid4().hex[:6]}", password=password)
+    with httpx.Client(base_url=a.url, timeout=30) as browser:
+        browser.get("/admin/login/")
+        answer = browser.post(
+            "/admin/login/?next=/admin/",
+            data={
+                "username": admin.username,
+                "password": password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{a.url}/admin/login/"},
+        )
+        assert answer.status_code == 302, answer.text[:300]
+        cookies = dict(browser.cookies)
+    with httpx.Client(base_url=b.url, timeout=30, cookies=cookies) as other:
+        landed = other.get("/admin/")
+        assert landed.status_code == 200 and admin.username in landed.text
 
 
 @pytest.mark.parametrize(("mode", "status"), [("open", 200), ("closed", 503)])

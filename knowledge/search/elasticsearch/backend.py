@@ -66,6 +66,7 @@ from knowledge.search.elasticsearch.analysis import (
 )
 from knowledge.text import NameLookup, is_name, name_lookups
 from knowledge.types import ChunkRef, SearchFilters
+from monitoring.health import Degraded
 
 logger = logging.getLogger(__name__)
 
@@ -559,7 +560,12 @@ class SearchBackend(BaseSearchBackend):
             health = await client.cluster.health()
             has_alias = await client.indices.exists_alias(name=self.alias)
         state = "alias ok" if has_alias else "alias missing"
-        return f"elasticsearch {health['status']}, {self.alias}: {state}"
+        detail = f"elasticsearch {health['status']} ({health['number_of_nodes']} nodes), {self.alias}: {state}"
+        if health["status"] == "red":  # a primary shard is unassigned: searches miss documents
+            raise SearchUnavailable(detail)
+        if health["status"] == "yellow":  # every shard served, a replica missing (a node down)
+            raise Degraded(detail)
+        return detail
 
     def server_version(self) -> str:
         with _translate_errors("version"):
