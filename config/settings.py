@@ -395,8 +395,9 @@ GATEWAY_KEY_CACHE_S = env_float("GATEWAY_KEY_CACHE_S", 30.0)
 GATEWAY_REDIS_CONCURRENCY = env_int("GATEWAY_REDIS_CONCURRENCY", 64)
 # After Redis failed, how long to use the fallback before trying Redis again.
 RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
-# A concurrency slot not released (crashed worker) expires after this many seconds.
-RATELIMIT_SLOT_TTL_S = env_int("RATELIMIT_SLOT_TTL_S", 300)
+# A concurrency slot is a lease of this many seconds, renewed every third of it while its
+# request runs (chat/gateway/services/slot_lease.py): a crashed replica's slots free within it.
+RATELIMIT_SLOT_TTL_S = env_int("RATELIMIT_SLOT_TTL_S", 30)
 # Seconds between flushes of the usage counters (Redis) into PostgreSQL, in each server process
 # (chat/gateway/usage.py); 0: no background flush (run `manage.py flush_usage` from cron instead).
 GATEWAY_USAGE_FLUSH_S = env_float("GATEWAY_USAGE_FLUSH_S", 60.0)

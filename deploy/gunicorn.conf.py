@@ -125,8 +125,11 @@ def on_starting(server: Any) -> None:
     """Start from an empty metrics directory: files of a previous run would be summed in."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
-        if workers > 1:
-            server.log.warning("PROMETHEUS_MULTIPROC_DIR is unset with %s workers: /metrics shows one worker", workers)
+        # server.cfg: the command line's --workers overrides this file's default.
+        if server.cfg.workers > 1:
+            server.log.warning(
+                "PROMETHEUS_MULTIPROC_DIR is unset with %s workers: /metrics shows one worker", server.cfg.workers
+            )
         return
     os.makedirs(path, exist_ok=True)
     for stale in glob.glob(os.path.join(path, "*.db")):

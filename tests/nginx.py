@@ -17,8 +17,11 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 
 
 class Nginx:
-    def __init__(self, tmp: Path, *, upstream_port: int) -> None:
-        self.tmp, self.upstream_port = tmp, upstream_port
+    def __init__(self, tmp: Path, *, upstream_port: int | None = None, upstream_ports: list[int] | None = None) -> None:
+        """The shipped config in front of one app server (``upstream_port``) or several (``upstream_ports``)."""
+        self.tmp = tmp
+        self.upstream_ports = list(upstream_ports) if upstream_ports else [upstream_port] if upstream_port else []
+        assert self.upstream_ports, "give upstream_port or upstream_ports"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -26,7 +29,9 @@ class Nginx:
     def start(self) -> None:
         need(bool(NGINX), "nginx is not installed (deploy/local/install nginx)")
         conf = (REPO / "deploy" / "nginx" / "chat.conf").read_text()
-        conf = conf.replace("server api:8000", f"server 127.0.0.1:{self.upstream_port}")
+        servers = ";\n    server ".join(f"127.0.0.1:{p} max_fails=3 fail_timeout=10s" for p in self.upstream_ports)
+        conf = conf.replace("server api:8000 max_fails=3 fail_timeout=10s", f"server {servers}")
+        assert all(f"127.0.0.1:{p}" in conf for p in self.upstream_ports), "the shipped upstream block changed"
         conf = conf.replace("listen 80 default_server", f"listen 127.0.0.1:{self.port} default_server")
         tmp = self.tmp
         (tmp / "chat.conf").write_text(conf)

@@ -18,7 +18,6 @@ The script reads the server's clock (TIME), so replicas with skewed clocks agree
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -30,18 +29,14 @@ from typing import Any
 from django.conf import settings
 
 from chat.asyncdb import db
-from chat.gateway.scripts import CHECK_SCRIPT, SETTLE_SCRIPT, UNDO_SCRIPT, USAGE_SCRIPT
+from chat.gateway.scripts import CHECK_SHA, SCRIPTS, SETTLE_SHA, UNDO_SHA, USAGE_SHA
 from config.local_cache import MISSING, LocalCache
 from config.redis import glob_escape, key
 
 log = logging.getLogger(__name__)
 
-# The Lua scripts (chat/gateway/scripts.py say what each takes and returns).
-CHECK_SHA = hashlib.sha1(CHECK_SCRIPT).hexdigest()
-SETTLE_SHA = hashlib.sha1(SETTLE_SCRIPT).hexdigest()
-UNDO_SHA = hashlib.sha1(UNDO_SCRIPT).hexdigest()
-USAGE_SHA = hashlib.sha1(USAGE_SCRIPT).hexdigest()
-SCRIPTS = {CHECK_SHA: CHECK_SCRIPT, SETTLE_SHA: SETTLE_SCRIPT, UNDO_SHA: UNDO_SCRIPT, USAGE_SHA: USAGE_SCRIPT}
+# The Lua scripts' SHAs (chat/gateway/scripts.py says what each takes and returns); re-exported.
+__all__ = ["CHECK_SHA", "SCRIPTS", "SETTLE_SHA", "UNDO_SHA", "USAGE_SHA"]
 
 REASONS = {1: "requests", 2: "tokens", 3: "concurrency"}
 SCOPES = ("global", "user", "api_key", "ip", "anonymous")
@@ -247,7 +242,7 @@ def check_args(check: Check, member: str) -> tuple[list[str], list[Any]]:
         p.tokens_per_minute,
         p.concurrent,
         member,
-        settings.RATELIMIT_SLOT_TTL_S * 1000,
+        int(settings.RATELIMIT_SLOT_TTL_S * 1000),
     ]
 
 
@@ -257,6 +252,10 @@ def outcome_from_reply(check: Check, reply: list[Any]) -> Outcome:
 
 
 # --- per-process fallback -----------------------------------------------------------
+
+# A local slot dies with its process, so it needs no short lease (Redis slots do: slot_lease);
+# this bound only guards against a settle() that never comes.
+LOCAL_SLOT_MAX_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -286,7 +285,7 @@ class LocalLimiter:
                     st = self._state[c.subject]
                     st.requests.append(now)
                     if c.policy.concurrent:
-                        st.slots[member] = now + settings.RATELIMIT_SLOT_TTL_S
+                        st.slots[member] = now + LOCAL_SLOT_MAX_S
             self._gc(now)
         return outcomes
 

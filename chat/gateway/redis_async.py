@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from chat.gateway.scripts import SCRIPTS
 from config.redis import get_redis
 
 T = TypeVar("T")
@@ -49,3 +50,29 @@ async def redis_call(fn: Callable[[Any], Awaitable[T]]) -> T:
     # task object on every round trip of the request path; Python 3.11's wait_for makes one).
     async with asyncio.timeout(timeout()), _gate():
         return await fn(get_redis())
+
+
+async def run_scripts(client: Any, calls: list[tuple[str, list[str], list[Any]]], extra: list[tuple]) -> list[Any]:
+    """EVALSHA each call (+ plain commands) in one pipeline; re-run NOSCRIPT ones with EVAL."""
+    pipe = client.pipeline(transaction=False)
+    for sha, keys, args in calls:
+        # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
+        # evalsha method (it cannot pre-load scripts on every node); NOSCRIPT is handled below.
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+    for cmd, *cmd_args in extra:
+        getattr(pipe, cmd)(*cmd_args)
+    results = await pipe.execute(raise_on_error=False)
+    # Cluster pipelines return a list per multi-node command; ours are all single-key.
+    missing = [i for i, r in enumerate(results[: len(calls)]) if isinstance(r, NoScriptError)]
+    if missing:
+        # First use on this node (or after a restart / failover): EVAL sends the body and
+        # caches it there, so later EVALSHAs find it.
+        reruns = await asyncio.gather(
+            *(client.eval(SCRIPTS[calls[i][0]], len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing)
+        )
+        for i, r in zip(missing, reruns, strict=True):
+            results[i] = r
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results

@@ -1,10 +1,12 @@
 """The gateway's Lua scripts: each runs atomically in Redis on keys of one hash slot.
 
-``limiter`` computes their SHA1s (EVALSHA) and keeps the bodies for the NOSCRIPT re-send
-(``services.admission.run_scripts``).
+Their SHA1s (EVALSHA) and ``SCRIPTS`` (SHA -> body, for the NOSCRIPT re-send of
+``redis_async.run_scripts``) are at the end.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 # KEYS: 1 request window (zset: member -> arrival ms), 2 token charges (zset: "member:n" ->
 # charge ms), 3 concurrency slots (zset: member -> expiry ms), 4 running sum of the charges
@@ -143,3 +145,29 @@ redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
+
+# Renew a running request's concurrency slot (chat/gateway/services/slot_lease.py): its expiry
+# moves to now + ttl if the slot is still there (XX: a released or expired slot stays gone).
+# KEYS: 1 concurrency slots. ARGV: 1 member, 2 slot ttl ms. Returns 1 when renewed.
+RENEW_SCRIPT = b"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local renewed = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return renewed
+"""
+
+
+CHECK_SHA = hashlib.sha1(CHECK_SCRIPT).hexdigest()
+SETTLE_SHA = hashlib.sha1(SETTLE_SCRIPT).hexdigest()
+UNDO_SHA = hashlib.sha1(UNDO_SCRIPT).hexdigest()
+USAGE_SHA = hashlib.sha1(USAGE_SCRIPT).hexdigest()
+RENEW_SHA = hashlib.sha1(RENEW_SCRIPT).hexdigest()
+SCRIPTS = {
+    CHECK_SHA: CHECK_SCRIPT,
+    SETTLE_SHA: SETTLE_SCRIPT,
+    UNDO_SHA: UNDO_SCRIPT,
+    USAGE_SHA: USAGE_SCRIPT,
+    RENEW_SHA: RENEW_SCRIPT,
+}

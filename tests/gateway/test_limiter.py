@@ -97,6 +97,31 @@ async def test_it_holds_and_releases_concurrency_slots(any_redis, make_policy, n
     assert not (await admit(subject, cache_key=None)).allowed
 
 
+async def test_a_running_request_keeps_its_slot_and_a_dead_ones_slot_frees_within_the_lease(
+    any_redis, make_policy, no_default_policies, settings
+):
+    """Slots are leases (RATELIMIT_SLOT_TTL_S) renewed while the request runs: a long answer keeps
+    its slot past the TTL; a request whose process died (no renewal, no settle) frees it within it."""
+    settings.RATELIMIT_SLOT_TTL_S = 1.5  # renewed every 0.5 s
+    make_policy("user", 100, concurrent=1)
+    subject = Subject(user_id=12)
+    running = await admit(subject, cache_key=None)
+    assert running.allowed
+    await asyncio.sleep(2.5)  # past the TTL: renewed meanwhile
+    assert not (await admit(subject, cache_key=None)).allowed
+    await settle(subject, running, prompt_tokens=0, completion_tokens=0)
+
+    died = await admit(subject, cache_key=None)
+    assert died.allowed
+    died.token.lease.release()  # the process is gone: nothing renews, nothing settles
+    assert not (await admit(subject, cache_key=None)).allowed
+    deadline = asyncio.get_running_loop().time() + 5
+    while not (after := await admit(subject, cache_key=None)).allowed:
+        assert asyncio.get_running_loop().time() < deadline, "the dead request's slot never freed"
+        await asyncio.sleep(0.1)
+    await settle(subject, after, prompt_tokens=0, completion_tokens=0)
+
+
 async def test_a_refusal_by_one_scope_is_not_counted_by_the_others(any_redis, make_policy, no_default_policies):
     make_policy("global", 1000)
     make_policy("user", 1)

@@ -17,8 +17,9 @@ from django.conf import settings
 
 from chat.errors import RateLimited
 from chat.gateway import limiter
-from chat.gateway.redis_async import REDIS_ERRORS, redis_call
-from chat.gateway.services.admission import redis_usable, run_scripts
+from chat.gateway.redis_async import REDIS_ERRORS, redis_call, run_scripts
+from chat.gateway.scripts import CHECK_SCRIPT
+from chat.gateway.services.admission import redis_usable
 from chat.gateway.types import Subject
 from config.redis import sync_redis
 
@@ -91,7 +92,7 @@ def check_action_sync(checks: list[limiter.Check]) -> None:
             with sync_redis() as r:
                 for c in checks:
                     keys, args = limiter.check_args(c, member)
-                    replies.append(r.eval(limiter.CHECK_SCRIPT, len(keys), *keys, *args))
+                    replies.append(r.eval(CHECK_SCRIPT, len(keys), *keys, *args))
             err = _refused([limiter.outcome_from_reply(c, reply) for c, reply in zip(checks, replies, strict=True)])
         except (*REDIS_ERRORS, RuntimeError) as exc:
             log.warning("action limit check fell back to this process (%s)", exc)

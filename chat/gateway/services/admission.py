@@ -32,7 +32,6 @@ timeout per interval, not one per request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -40,12 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from redis.exceptions import MaxConnectionsError, NoScriptError
+from redis.exceptions import MaxConnectionsError
 
 from chat.errors import AuthenticationRequired, ServiceUnavailable
 from chat.gateway import budgets, cache, limiter, usage
 from chat.gateway.auth import confirm_not_revoked, revoked_set_key
-from chat.gateway.redis_async import REDIS_ERRORS, redis_call
+from chat.gateway.redis_async import REDIS_ERRORS, redis_call, run_scripts
+from chat.gateway.services import slot_lease
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from config.redis import REDIS_OUTAGE, redis_enabled
 from knowledge.services.generation import generation_key
@@ -72,6 +72,7 @@ class _Ticket:
     hit: bool = False  # answered from the response cache: settle() counts the hit
     settled: bool = False
     budgets: list[budgets.BudgetCheck] = field(default_factory=list)  # charged with the tokens used
+    lease: slot_lease.Lease | None = None  # renews the Redis concurrency slots until settle()
 
 
 # --- Redis-down state ------------------------------------------------------------------------
@@ -105,32 +106,6 @@ def redis_state_reset() -> None:
     """Forget a Redis outage (tests; an operator after fixing Redis need not wait)."""
     global _redis_down_until
     _redis_down_until = 0.0
-
-
-async def run_scripts(client: Any, calls: list[tuple[str, list[str], list[Any]]], extra: list[tuple]) -> list[Any]:
-    """EVALSHA each call (+ plain commands) in one pipeline; re-run NOSCRIPT ones with EVAL."""
-    pipe = client.pipeline(transaction=False)
-    for sha, keys, args in calls:
-        # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
-        # evalsha method (it cannot pre-load scripts on every node); NOSCRIPT is handled below.
-        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-    for cmd, *cmd_args in extra:
-        getattr(pipe, cmd)(*cmd_args)
-    results = await pipe.execute(raise_on_error=False)
-    # Cluster pipelines return a list per multi-node command; ours are all single-key.
-    missing = [i for i, r in enumerate(results[: len(calls)]) if isinstance(r, NoScriptError)]
-    if missing:
-        # First use on this node (or after a restart / failover): EVAL sends the body and
-        # caches it there, so later EVALSHAs find it.
-        reruns = await asyncio.gather(
-            *(client.eval(limiter.SCRIPTS[calls[i][0]], len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing)
-        )
-        for i, r in zip(missing, reruns, strict=True):
-            results[i] = r
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
-    return results
 
 
 # --- admit ---------------------------------------------------------------------------------------
@@ -303,6 +278,7 @@ async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admi
             return _budget_refusal(check)
 
     ticket = _Ticket(member, checks, "redis", budgets=spend)
+    ticket.lease = slot_lease.lease([c.keys[2] for c in checks if c.policy.concurrent], member)
     admission = _named(_granted(outcomes, ticket), model)
     if spend:
         _with_budget(admission, spend, used)
@@ -373,6 +349,8 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
     if not isinstance(ticket, _Ticket) or ticket.settled or not admission.allowed:
         return
     ticket.settled = True
+    if ticket.lease is not None:
+        ticket.lease.release()
     cached = admission.cached is not None
     tokens = 0 if cached else max(0, int(prompt_tokens) + int(completion_tokens))
     checks = [c for c in ticket.checks if c.policy.concurrent or (tokens and c.policy.tokens_per_minute)]
