@@ -68,6 +68,136 @@ class Upstreams:
         self._run(restart())
 
     def close(self) -> None:
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                self._run(server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+@dataclass
+class Topology:
+    database_url: str
+    redis_url: str  # a node of the Redis Cluster
+    es_urls: list[str]
+    secret_key: str
+    replicas: int = 2
+    workers_per_replica: int = 1
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vh-topology-")))
+    prefix: str = field(default_factory=lambda: f"vhtopo{uuid.uuid4().hex[:6]}")
+    upstreams: Upstreams = field(default_factory=lambda: Upstreams(2))
+    servers: list[LiveServer] = field(default_factory=list)
+    nginx: Nginx | None = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.nginx is not None
+        return self.nginx.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "SECRET_KEY": self.secret_key,
+            "DEBUG": "0",
+            "REDIS_URL": self.redis_url,
+            "REDIS_CLUSTER": "1",
+            "REDIS_KEY_PREFIX": self.prefix,
+            "ES_URL": self.es_urls[0],
+            "ES_URLS": ",".join(self.es_urls),
+            "ES_NUMBER_OF_SHARDS": "3",
+            "ES_NUMBER_OF_REPLICAS": "1",
+            "SEARCH_INDEX_ALIAS": f"{self.prefix}-chunks",
+            "VLLM_URL": self.upstreams.servers[0].base_url,
+            "VLLM_MODEL": MODEL,
+            "CHAT_ANSWER_MODE": "generative",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # nginx on loopback is the trusted proxy (its X-Forwarded-For is the client).
+            "TRUSTED_PROXIES": "127.0.0.1/32",
+            "CHAT_CHECKPOINT_S": "1",
+            "GATEWAY_POLICY_CACHE_S": "1",
+            "CHAT_SETTINGS_TTL_S": "1",
+            "RATELIMIT_SLOT_TTL_S": "6",  # a dead replica's slots lapse within the tests' patience
+            "INFERENCE_REGISTRY_REFRESH_S": "2",
+            "INFERENCE_BREAKER_COOLDOWN_S": "5",
+            "KNOWLEDGE_JOBS_INLINE": "0",
+            "PROMETHEUS_MULTIPROC_DIR": "",  # one worker per replica: its own /metrics
+            "LOG_FORMAT": "plain",
+        }
+
+    # --- start / stop ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.upstreams.start()
+        self.servers = [
+            LiveServer(env=self.env(), gunicorn_workers=self.workers_per_replica) for _ in range(self.replicas)
+        ]
+        for server in self.servers:
+            server.start(timeout=120)
+        self.nginx = Nginx(self.tmp / "nginx", upstream_ports=[s.port for s in self.servers])
+        (self.tmp / "nginx").mkdir(exist_ok=True)
+        self.nginx.start()
+        self._start_worker()
+
+    def add_second_upstream(self, key: str | None = None) -> None:
+        """The second upstream as an operator adds it in admin: same model group, same priority.
+
+        With ``key`` (an API key to ask with), returns once every replica has sent it a request
+        (each replica reloads its endpoint table every INFERENCE_REGISTRY_REFRESH_S).
+        """
+        from django.test import override_settings
+
+        from inference.models import ModelEndpoint
+        from inference.services import endpoints_sync_from_env
+
+        with override_settings(VLLM_URL=self.upstreams.servers[0].base_url, VLLM_MODEL=MODEL):
+            endpoints_sync_from_env()
+        first = ModelEndpoint.objects.get(name="vllm")
+        ModelEndpoint.objects.update_or_create(
+            name=f"{self.prefix}-2",
+            defaults={
+                "kind": first.kind,
+                "protocol": first.protocol,
+                "base_url": self.upstreams.servers[1].base_url,
+                "group": first.group,
+                "model_name": first.model_name,
+            },
+        )
+        second = self.upstreams.servers[1]
+        for server in self.servers if key else []:
+            before, deadline = len(second.chat_requests), time.monotonic() + 30
+            while len(second.chat_requests) == before:
+                assert time.monotonic() < deadline, f"replica {server.port} never used the second upstream"
+                body = {
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": uuid.uuid4().hex}],
+                    "max_tokens": 8,
+                    "retrieval": False,
+                }
+                httpx.post(
+                    f"{server.url}/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=15,
+                )
+
+    def _start_worker(self) -> None:
+        log = open(REPO / ".local" / "logs" / "topology-worker.log", "ab")
+        self.worker = subprocess.Popen(
+            [sys.executable, "manage.py", "knowledge_worker", "--sleep", "0.3", "--worker-id", f"{self.prefix}-worker"],
+            cwd=REPO,
+            env={**os.environ, **self.env()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def close(self) -> None:
         """Stop everything started; each step runs even when one before it fails."""
         with contextlib.ExitStack() as stack:
             stack.callback(self._drop_index)
