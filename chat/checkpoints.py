@@ -5,7 +5,10 @@ the process loses at most that much (the final write replaces it). Each streamin
 registers its live list of pieces; one task per event loop writes every answer whose text
 grew since the last round, one prepared UPDATE executed for CHECKPOINT_BATCH answers at a
 time, and only where the row is still ``streaming`` (a finished answer is never overwritten by an older
-checkpoint, whichever write reaches the database first).
+checkpoint, whichever write reaches the database first). Every round also sets ``alive_at`` on
+each answer it holds, grown or not: a row whose writer went quiet (a killed replica) is then
+told from one waiting on a slow model, and swept as interrupted within seconds
+(chat.services.answer_recovery.stale_after_s).
 
 Before this, every answer wrote its own checkpoint: with 1,000 streams and 10 s that was
 100 UPDATEs (and thread hops) a second, a fifth of a core in the websocket benchmark.
@@ -19,6 +22,7 @@ import weakref
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from chat.asyncdb import db
 from chat.models import Message
@@ -74,40 +78,56 @@ async def _run(book: _Book, interval: float) -> None:
 
 
 async def save_round(book: _Book) -> None:
-    """Write the answers whose text grew since their last checkpoint."""
-    due = {mid: parts for mid, parts in book.live.items() if len(parts) != book.saved.get(mid, 0)}
-    if not due:
+    """Write the answers whose text grew since their last checkpoint; mark every held answer alive."""
+    if not book.live:
         return
-    items = [(mid, "".join(parts)) for mid, parts in due.items()]
-    for mid, parts in due.items():
-        book.saved[mid] = len(parts)
-    for start in range(0, len(items), CHECKPOINT_BATCH):
+    ids = list(book.live)
+    for start in range(0, len(ids), CHECKPOINT_BATCH):
+        batch = ids[start : start + CHECKPOINT_BATCH]
+        grown: list[tuple[int, str]] = []
+        idle: list[int] = []
+        for mid in batch:
+            parts = book.live.get(mid)
+            if parts is None:  # finished while an earlier batch was being written
+                continue
+            if len(parts) != book.saved.get(mid, 0):
+                grown.append((mid, "".join(parts)))
+                book.saved[mid] = len(parts)
+            else:
+                idle.append(mid)
         try:
-            await db(_store_checkpoints)(items[start : start + CHECKPOINT_BATCH])
+            await db(_store_checkpoints)(grown, idle)
         except Exception as exc:  # a missed checkpoint is not worth failing (or stopping) the others
             # A database outage is logged once per interval where it is seen (monitoring.outages).
             if not is_unreachable_error(exc):
                 log.exception("chat checkpoint write failed")
-            for mid, _text in items[start : start + CHECKPOINT_BATCH]:
+            for mid, _text in grown:
                 book.saved.pop(mid, None)  # try these again next round
 
 
-def _store_checkpoints(items: list[tuple[int, str]]) -> None:
-    """Each still-streaming answer gets its text so far: one prepared UPDATE, executemany.
+def _store_checkpoints(grown: list[tuple[int, str]], idle: list[int]) -> None:
+    """Each still-streaming answer that grew gets its text so far, and every one the time.
 
-    Not the ORM: an UPDATE with a CASE of hundreds of WHENs took the ORM tens of
-    milliseconds to build, in a thread holding the GIL while the event loop waited to
-    relay tokens (the benchmark's p99 doubled every round). psycopg sends the rows in
-    one pipeline.
+    The grown ones in one prepared UPDATE, executemany, not the ORM: an UPDATE with a CASE of
+    hundreds of WHENs took the ORM tens of milliseconds to build, in a thread holding the GIL
+    while the event loop waited to relay tokens (the benchmark's p99 doubled every round).
+    psycopg sends the rows in one pipeline. The idle ones (waiting on the model) in one
+    ``id IN (...)`` UPDATE.
     """
-    qn = connection.ops.quote_name
-    meta = Message._meta
-    sql = (
-        f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('content').column)} = %s "
-        f"WHERE {qn(meta.pk.column)} = %s AND {qn(meta.get_field('status').column)} = %s"
-    )
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, [(text, mid, Message.Status.STREAMING) for mid, text in items])
+    now = timezone.now()
+    if grown:
+        qn = connection.ops.quote_name
+        meta = Message._meta
+        sql = (
+            f"UPDATE {qn(meta.db_table)} SET {qn(meta.get_field('content').column)} = %s, "
+            f"{qn(meta.get_field('alive_at').column)} = %s "
+            f"WHERE {qn(meta.pk.column)} = %s AND {qn(meta.get_field('status').column)} = %s"
+        )
+        alive = connection.ops.adapt_datetimefield_value(now)
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, [(text, alive, mid, Message.Status.STREAMING) for mid, text in grown])
+    if idle:
+        Message.objects.filter(pk__in=idle, status=Message.Status.STREAMING).update(alive_at=now)
 
 
 def book_for(loop: asyncio.AbstractEventLoop) -> _Book | None:

@@ -114,6 +114,10 @@ class Message(models.Model):
     # A regenerated answer replaces this one (kept for the record, left out of history).
     superseded = models.BooleanField(_("superseded"), default=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    # While "streaming": the last time the process writing it said it is alive (every
+    # checkpoint round). A row whose writer went quiet is swept as interrupted within
+    # seconds instead of half an hour (chat.services.answer_recovery).
+    alive_at = models.DateTimeField(_("last sign of life"), null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["created_at", "id"]

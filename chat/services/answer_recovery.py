@@ -11,9 +11,14 @@ leaving the row ``streaming`` with no text, is what issue #20 saw. So:
   refills it from the database. ``chat_answer_writes_pending`` shows the queue,
   ``chat_answer_writes_deferred_total`` how many waited.
 - A process that dies with writes pending (or mid-answer) leaves rows ``streaming``;
-  ``sweep_abandoned`` marks rows older than ``ABANDONED_AFTER_S`` as ``partial`` (the last
-  checkpoint's text) or ``error`` (none), code ``interrupted``. Every process runs it after a
-  flush and every ``SWEEP_EVERY_S``; a partial index keeps it to the streaming rows.
+  ``sweep_abandoned`` marks those whose writer went quiet as ``partial`` (the last
+  checkpoint's text) or ``error`` (none), code ``interrupted``. Quiet means no sign of life
+  (``alive_at``, set by every checkpoint round, else ``created_at``) for ``stale_after_s()``:
+  three checkpoint intervals (30 s by default), or ``ABANDONED_AFTER_S`` when checkpoints are
+  off. Every process runs it after a flush and every half of that; a partial index keeps it
+  to the streaming rows. A row swept while its writer was only cut off from the database
+  (an outage longer than the window) is put right by that writer's final write, which is not
+  conditional on the status.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import logging
 import weakref
 from collections import deque
 
-from django.db.models import Case, Value, When
+from django.conf import settings
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
 from chat import history as chat_history
@@ -39,9 +45,11 @@ log = logging.getLogger(__name__)
 # Beyond this many pending writes per process the oldest is given up (the sweep marks its row).
 MAX_PENDING = 10_000
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 10.0
-# A row still "streaming" this long after it was created belongs to no live answer.
+# With checkpoints off (CHAT_CHECKPOINT_S=0) no row shows a sign of life: one still
+# "streaming" this long after it was created belongs to no live answer.
 ABANDONED_AFTER_S = 30 * 60.0
-SWEEP_EVERY_S = 10 * 60.0
+# Checkpoint rounds a writer may miss (a slow database, a busy loop) before its rows count as abandoned.
+MISSED_ROUNDS = 3
 INTERRUPTED = "interrupted"
 
 
@@ -108,10 +116,17 @@ async def _flush(queue: _Queue) -> None:
 # --- abandoned rows ---------------------------------------------------------------------------
 
 
-def sweep_abandoned(*, older_than_s: float = ABANDONED_AFTER_S) -> int:
+def stale_after_s() -> float:
+    """How long a ``streaming`` row may show no sign of life before it counts as abandoned."""
+    interval = settings.CHAT_CHECKPOINT_S
+    return MISSED_ROUNDS * interval if interval > 0 else ABANDONED_AFTER_S
+
+
+def sweep_abandoned(*, older_than_s: float | None = None) -> int:
     """Mark answers left ``streaming`` by a process that died: ``partial`` with their checkpointed text, or ``error``."""
-    cutoff = timezone.now() - dt.timedelta(seconds=older_than_s)
-    return Message.objects.filter(status=Message.Status.STREAMING, created_at__lt=cutoff).update(
+    cutoff = timezone.now() - dt.timedelta(seconds=stale_after_s() if older_than_s is None else older_than_s)
+    quiet = Q(alive_at__lt=cutoff) | Q(alive_at__isnull=True, created_at__lt=cutoff)
+    return Message.objects.filter(quiet, status=Message.Status.STREAMING).update(
         status=Case(When(content="", then=Value(Message.Status.ERROR)), default=Value(Message.Status.PARTIAL)),
         error_code=INTERRUPTED,
     )
@@ -127,7 +142,7 @@ async def sweep_soon() -> None:
 
 
 def start_sweeper() -> None:
-    """Run ``sweep_abandoned`` every SWEEP_EVERY_S on the running loop (idempotent)."""
+    """Run ``sweep_abandoned`` every half ``stale_after_s()`` on the running loop (idempotent)."""
     loop = asyncio.get_running_loop()
     task = _sweeper.get(loop)
     if task is None or task.done():
@@ -137,4 +152,4 @@ def start_sweeper() -> None:
 async def _sweep_forever() -> None:
     while True:
         await sweep_soon()
-        await asyncio.sleep(SWEEP_EVERY_S)
+        await asyncio.sleep(stale_after_s() / 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 from channels.db import database_sync_to_async
@@ -28,39 +29,38 @@ def _content(pk: int) -> str:
     return Message.objects.get(pk=pk).content
 
 
-async def test_a_round_saves_every_streaming_answer_that_grew_and_never_a_finished_one(settings, monkeypatch):
+def _state(pk: int) -> tuple[str, dt.datetime | None]:
+    row = Message.objects.get(pk=pk)
+    return row.content, row.alive_at
+
+
+async def test_a_round_saves_every_streaming_answer_that_grew_and_never_a_finished_one(settings):
     settings.CHAT_CHECKPOINT_S = 3600  # the background task sleeps; rounds are driven here
     streaming, finished = await database_sync_to_async(_rows)()
-    writes: list[int] = []
-    store = checkpoints._store_checkpoints
-
-    def counting(items: list[tuple[int, str]]) -> int:
-        writes.append(len(items))
-        return store(items)
-
-    monkeypatch.setattr(checkpoints, "_store_checkpoints", counting)
+    state = database_sync_to_async(_state)
     parts, late = ["일", "이"], ["stale"]
     checkpoints.track(streaming, parts)
     checkpoints.track(finished, late)  # e.g. finished by another process meanwhile
     book = checkpoints.book_for(asyncio.get_running_loop())
     try:
         await checkpoints.save_round(book)
-        assert writes == [2]  # both in one statement
-        assert await database_sync_to_async(_content)(streaming) == "일이"
-        assert await database_sync_to_async(_content)(finished) == "final"  # not overwritten
+        text, first_sign = await state(streaming)
+        assert text == "일이" and first_sign is not None
+        assert await state(finished) == ("final", None)  # not overwritten, not marked alive
 
         await checkpoints.save_round(book)
-        assert writes == [2]  # nothing grew: no statement
+        text, second_sign = await state(streaming)
+        # Nothing grew: the text stays, and the answer is still marked alive (it waits on the model).
+        assert text == "일이" and second_sign > first_sign
 
         parts.append("삼")
         await checkpoints.save_round(book)
-        assert writes == [2, 1]
-        assert await database_sync_to_async(_content)(streaming) == "일이삼"
+        assert (await state(streaming))[0] == "일이삼"
 
         checkpoints.untrack(streaming)
         parts.append("사")
         await checkpoints.save_round(book)
-        assert await database_sync_to_async(_content)(streaming) == "일이삼"
+        assert (await state(streaming))[0] == "일이삼"
     finally:
         checkpoints.untrack(streaming)
         checkpoints.untrack(finished)
