@@ -30,6 +30,14 @@ def _row(pk: int) -> Message:
     return Message.objects.get(pk=pk)
 
 
+async def _drained() -> None:
+    """Until this loop's deferred writes are stored (5 s at most)."""
+    for _ in range(100):
+        if answer_recovery.pending_count() == 0:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_a_final_write_that_failed_is_written_when_the_database_answers(monkeypatch):
     monkeypatch.setattr(answer_recovery, "BACKOFF_FIRST_S", 0.05)
     stored = await database_sync_to_async(_start)()
@@ -46,10 +54,7 @@ async def test_a_final_write_that_failed_is_written_when_the_database_answers(mo
     before = ANSWER_WRITES_DEFERRED._value.get()
     answer_recovery.defer(stored, Outcome(status=Message.Status.COMPLETE, content="빈집 답변"))
     assert answer_recovery.pending_count() == 1
-    for _ in range(100):
-        if answer_recovery.pending_count() == 0:
-            break
-        await asyncio.sleep(0.05)
+    await _drained()
     row = await database_sync_to_async(_row)(stored.message_id)
     assert (row.status, row.content) == (Message.Status.COMPLETE, "빈집 답변")
     assert len(attempts) == 3 and ANSWER_WRITES_DEFERRED._value.get() == before + 1
@@ -112,9 +117,6 @@ async def test_a_swept_answer_whose_writer_was_only_cut_off_gets_its_final_write
     )()
     assert await database_sync_to_async(answer_recovery.sweep_abandoned)() == 1
     answer_recovery.defer(stored, Outcome(status=Message.Status.COMPLETE, content="빈집 답변 전체"))
-    for _ in range(100):
-        if answer_recovery.pending_count() == 0:
-            break
-        await asyncio.sleep(0.05)
+    await _drained()
     row = await database_sync_to_async(_row)(stored.message_id)
     assert (row.status, row.content) == (Message.Status.COMPLETE, "빈집 답변 전체")
