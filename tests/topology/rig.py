@@ -88,6 +88,7 @@ class Topology:
     upstreams: Upstreams = field(default_factory=lambda: Upstreams(2))
     servers: list[LiveServer] = field(default_factory=list)
     nginx: Nginx | None = None
+    readyz_token: str = field(default_factory=lambda: uuid.uuid4().hex)
     worker: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,6 +127,7 @@ class Topology:
             "INFERENCE_BREAKER_COOLDOWN_S": "5",
             "KNOWLEDGE_JOBS_INLINE": "0",
             "PROMETHEUS_MULTIPROC_DIR": "",  # one worker per replica: its own /metrics
+            "READYZ_TOKEN": self.readyz_token,  # the tests read each replica's readiness report
             "LOG_FORMAT": "plain",
         }
 

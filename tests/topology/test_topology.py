@@ -56,18 +56,18 @@ def topology(django_db_setup, django_db_blocker):
     topo.close()
 
 
-def _new_key() -> str:
-    user = get_user_model().objects.create_user(f"u{uuid.uuid4().hex[:8]}")
-    return apikey_create(name="topology", user=user, scopes=["chat"]).full_key
+def _new_key(scopes: tuple[str, ...] = ("chat",), *, superuser: bool = False) -> str:
+    user = get_user_model().objects.create_user(f"u{uuid.uuid4().hex[:8]}", is_staff=superuser, is_superuser=superuser)
+    return apikey_create(name="topology", user=user, scopes=list(scopes)).full_key
 
 
-def _key_with_limit(topo: Topology, limit: int) -> str:
+def _key_with_limit(topo: Topology, limit: int, scopes: tuple[str, ...] = ("chat",), *, superuser: bool = False) -> str:
     """A fresh key under a default policy of ``limit`` requests that every replica has loaded
     (a probe key shows each replica's policy table)."""
     RateLimitPolicy.objects.update(is_default=False)
     RateLimitPolicy.objects.create(name=f"t{uuid.uuid4().hex[:6]}", scope="api_key", is_default=True, requests=limit)
     _wait_for_policy(topo, _bearer(_new_key()), limit)
-    return _new_key()
+    return _new_key(scopes, superuser=superuser)
 
 
 def _wait_for_policy(topo: Topology, headers: dict[str, str], limit: int) -> None:
@@ -371,6 +371,140 @@ def test_an_upstream_killed_mid_stream_sends_new_answers_to_the_other(topology):
 
 
 # --- PostgreSQL restarts under traffic -------------------------------------------------------------
+
+
+# --- an Elasticsearch node dies under traffic ----------------------------------------------------
+
+SUBSIDY = "빈집 철거 보조금 안내\n\n철거 보조금은 주택 한 동당 최대 1,500만 원까지 지원됩니다."
+
+
+def _es_status(topo: Topology) -> str:
+    for url in topo.es_urls:  # any live node answers for the cluster
+        try:
+            return httpx.get(f"{url}/_cluster/health", timeout=5).json()["status"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue
+    return "unreachable"
+
+
+def _wait_es(topo: Topology, want: str, timeout_s: float) -> float:
+    started = time.monotonic()
+    while (seen := _es_status(topo)) != want:
+        assert time.monotonic() - started < timeout_s, f"the cluster was {seen}, not {want}, after {timeout_s:g} s"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def _indexed_through_nginx(topo: Topology, key: str, slug: str) -> int:
+    """Upload a document through nginx; the topology's worker indexes it into the cluster."""
+    r = httpx.post(
+        f"{topo.url}/api/knowledge/documents/",
+        data={"collection": slug},
+        files={"files": ("subsidy.txt", SUBSIDY.encode(), "text/plain")},
+        headers=_bearer(key),
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    doc_id = r.json()[0]["document"]["id"]
+    deadline = time.monotonic() + 60
+    while (status := httpx.get(f"{topo.url}/api/knowledge/documents/{doc_id}/", headers=_bearer(key)).json())[
+        "status"
+    ] != "indexed":
+        assert status["status"] in ("pending", "indexing") and time.monotonic() < deadline, status
+        time.sleep(0.3)
+    return doc_id
+
+
+def _search_and_answer(topo: Topology, key: str, slug: str, seconds: float, out: list) -> None:
+    """Alternately a REST search and a /v1 answer with retrieval, both on the collection:
+    (t, kind, status, elapsed, the first document found or cited)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        asked = time.monotonic()
+        try:
+            r = httpx.post(
+                f"{topo.url}/api/knowledge/search/",
+                json={"query": "철거 보조금은 얼마까지?", "collections": [slug], "top_k": 3},
+                headers=_bearer(key),
+                timeout=15,
+            )
+            top = r.json()["results"][0]["document_id"] if r.status_code == 200 and r.json()["results"] else None
+            out.append((asked - started, "search", r.status_code, time.monotonic() - asked, top))
+        except httpx.HTTPError:
+            out.append((asked - started, "search", -1, time.monotonic() - asked, None))
+        asked = time.monotonic()
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": f"철거 보조금은 얼마까지? {uuid.uuid4().hex[:6]}"}],
+            "max_tokens": 32,
+            "collection": slug,
+        }
+        try:
+            r = httpx.post(f"{topo.url}/v1/chat/completions", json=body, headers=_bearer(key), timeout=15)
+            sources = r.json().get("sources") or [] if r.status_code == 200 else []
+            out.append(
+                (
+                    asked - started,
+                    "answer",
+                    r.status_code,
+                    time.monotonic() - asked,
+                    sources[0]["document_id"] if sources else None,
+                )
+            )
+        except httpx.HTTPError:
+            out.append((asked - started, "answer", -1, time.monotonic() - asked, None))
+        time.sleep(0.05)
+
+
+def _search_check(topo: Topology) -> dict:
+    """The search dependency in a replica's readiness report (the report is fresh every READYZ_CACHE_S)."""
+    r = httpx.get(f"{topo.servers[0].url}/readyz", headers=_bearer(topo.readyz_token), timeout=10)
+    return {"http": r.status_code, **r.json()["checks"]["search"]}
+
+
+def test_an_elasticsearch_node_killed_under_traffic_loses_no_search(topology):
+    from knowledge.services import collection_create, collection_delete
+
+    subprocess.run([str(REPO / "deploy/local/up"), "es-cluster"], check=True, capture_output=True, timeout=300)
+    _wait_es(topology, "green", 120)  # a node an earlier run left down is back
+    key = _key_with_limit(topology, 100_000, ("chat", "knowledge:read", "knowledge:write"), superuser=True)
+    collection = collection_create(name=f"클러스터 {topology.prefix}", slug=f"{topology.prefix}-es", is_public=True)
+    killed = None
+    try:
+        doc_id = _indexed_through_nginx(topology, key, collection.slug)
+        _wait_es(topology, "green", 60)
+        master = httpx.get(f"{topology.es_urls[0]}/_cat/master?format=json", timeout=5).json()[0]["node"]
+        killed = next(n for n in ("vh-es-1", "vh-es-2", "vh-es-3") if n != master)
+        samples: list = []
+        traffic = threading.Thread(target=_search_and_answer, args=(topology, key, collection.slug, 20, samples))
+        traffic.start()
+        time.sleep(3)
+        pid = int((REPO / ".local" / "run" / f"es-cluster-{killed.rsplit('-', 1)[1]}.pid").read_text())
+        os.kill(pid, signal.SIGKILL)  # a crash, not a shutdown
+        killed_at = time.monotonic()
+        traffic.join()
+        to_yellow = time.monotonic() - killed_at + _wait_es(topology, "yellow", 60)
+        deadline = time.monotonic() + 15
+        while (check := _search_check(topology))["status"] != "degraded":
+            assert time.monotonic() < deadline, check
+            time.sleep(0.5)
+        counts = Counter((kind, status) for _, kind, status, _, _ in samples)
+        slowest = max(elapsed for _, _, _, elapsed, _ in samples)
+        found = Counter(kind for _, kind, status, _, top in samples if status == 200 and top == doc_id)
+        print(
+            f"\nES node {killed} killed at 3 s (master {master}): {len(samples)} requests through nginx, "
+            f"{dict(counts)}, slowest {slowest:.2f} s; the document first in {dict(found)}; cluster yellow "
+            f"{to_yellow:.1f} s after the kill; /readyz {check['http']} with search {check['status']}: {check['detail']}"
+        )
+        assert set(counts) == {("search", 200), ("answer", 200)}, counts
+        assert slowest < 10
+        assert found == Counter(kind for _, kind, _, _, _ in samples), "a search or an answer lost the document"
+        assert check["http"] == 200  # degraded, not down: the replica still serves
+    finally:
+        collection_delete(collection=collection)
+        if killed:
+            subprocess.run([str(REPO / "deploy/local/up"), "es-cluster"], check=True, capture_output=True, timeout=300)
+            print(f"{killed} started again; green after {_wait_es(topology, 'green', 180):.1f} s")
 
 
 def test_a_postgresql_restart_under_traffic_loses_no_acknowledged_answer(topology):
