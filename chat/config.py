@@ -10,7 +10,7 @@ last snapshot keeps serving (``config.local_cache``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -37,6 +37,24 @@ class AnswerConfig:
     relevance_floor: float
     curated_threshold: float
     default_model: str = ""  # ChatSettings.default_model's name ("": the environment's model)
+    # Changes whenever an answer-shaping setting changes (part of the response-cache key).
+    # Computed once per snapshot (a snapshot serves every request while it is fresh).
+    fingerprint: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = repr(
+            (
+                self.system_prompt,
+                self.top_k,
+                self.rerank_enabled,
+                self.context_window_setting,
+                self.answer_mode,
+                self.not_found_message,
+                self.relevance_floor,
+                self.default_model,
+            )
+        )
+        object.__setattr__(self, "fingerprint", hashlib.blake2b(raw.encode(), digest_size=8).hexdigest())
 
     @property
     def context_window(self) -> int:
@@ -51,23 +69,6 @@ class AnswerConfig:
         if group is None:
             return self.context_window
         return model_group_context_window(group) or self.context_window_setting or settings.CHAT_CONTEXT_WINDOW
-
-    @property
-    def fingerprint(self) -> str:
-        """Changes whenever an answer-shaping setting changes (part of the response-cache key)."""
-        raw = repr(
-            (
-                self.system_prompt,
-                self.top_k,
-                self.rerank_enabled,
-                self.context_window_setting,
-                self.answer_mode,
-                self.not_found_message,
-                self.relevance_floor,
-                self.default_model,
-            )
-        )
-        return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
 _snapshot: LocalCache[str, AnswerConfig] = LocalCache(

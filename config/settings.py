@@ -393,6 +393,9 @@ GATEWAY_KEY_CACHE_S = env_float("GATEWAY_KEY_CACHE_S", 30.0)
 # Gateway Redis calls in flight per process event loop (below the client's pool of 100
 # connections, which raises instead of waiting when exhausted).
 GATEWAY_REDIS_CONCURRENCY = env_int("GATEWAY_REDIS_CONCURRENCY", 64)
+# The request path's script pipelines in flight per process event loop; calls that come
+# while they are out leave together in the next one (chat/gateway/redis_async.py).
+GATEWAY_REDIS_PIPELINES = env_int("GATEWAY_REDIS_PIPELINES", 1)
 # After Redis failed, how long to use the fallback before trying Redis again.
 RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
 # A concurrency slot is a lease of this many seconds, renewed every third of it while its

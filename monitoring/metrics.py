@@ -175,6 +175,13 @@ RATELIMIT_LATENCY = Histogram(
     "Rate limiter check latency.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
 )
+# Callers (admit, settle, ...) per request-path Redis pipeline: above 1 the group commit
+# shares round trips (chat/gateway/redis_async.py).
+REDIS_PIPELINE_CALLS = Histogram(
+    "gateway_redis_pipeline_calls",
+    "Request-path calls sent in one Redis pipeline (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 
 # --- API worker process (deploy/gunicorn.conf.py samples these) ----------------
 # prometheus_client's process_* collector is absent under PROMETHEUS_MULTIPROC_DIR

@@ -8,6 +8,13 @@ Every gateway call on the request path goes through ``redis_call``:
   connection pool size: the single-node client's pool blocks when exhausted
   (config.redis), but the cluster client's per-node pools raise MaxConnectionsError, and
   a burst of requests must queue for a few microseconds, not be mistaken for an outage.
+
+The request path's scripts (admit, settle, undo, lease renewals, action limits) go through
+``redis_scripts``: a group commit. While GATEWAY_REDIS_PIPELINES of its pipelines are in
+flight on an event loop, the calls that arrive meanwhile wait and leave together in the
+next one (one write, one read, one pass of redis-py's pipeline machinery for all of them).
+A lone request is sent at once, as before; under load the round trips per request fall
+with the queue, at the cost of waiting for at most the round trip in flight.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from chat.gateway.scripts import SCRIPTS
 from config.redis import get_redis
+from monitoring.metrics import REDIS_PIPELINE_CALLS
 
 T = TypeVar("T")
 
@@ -52,27 +60,122 @@ async def redis_call(fn: Callable[[Any], Awaitable[T]]) -> T:
         return await fn(get_redis())
 
 
-async def run_scripts(client: Any, calls: list[tuple[str, list[str], list[Any]]], extra: list[tuple]) -> list[Any]:
+Calls = list[tuple[str, list[str], list[Any]]]  # (script sha, keys, args) each
+
+
+async def run_scripts(client: Any, calls: Calls, extra: list[tuple]) -> list[Any]:
     """EVALSHA each call (+ plain commands) in one pipeline; re-run NOSCRIPT ones with EVAL."""
+    (replies,) = await _pipeline(client, [(calls, extra)])
+    if isinstance(replies, BaseException):
+        raise replies
+    return replies
+
+
+async def _pipeline(client: Any, batch: list[tuple[Calls, list[tuple]]]) -> list[list[Any] | BaseException]:
+    """Several callers' ``run_scripts`` in one pipeline: each gets its replies, or the first
+    error among them (one caller's failed command is not another's)."""
     pipe = client.pipeline(transaction=False)
-    for sha, keys, args in calls:
-        # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
-        # evalsha method (it cannot pre-load scripts on every node); NOSCRIPT is handled below.
-        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-    for cmd, *cmd_args in extra:
-        getattr(pipe, cmd)(*cmd_args)
+    for calls, extra in batch:
+        for sha, keys, args in calls:
+            # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
+            # evalsha method (it cannot pre-load scripts on every node); NOSCRIPT is handled below.
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        for cmd, *cmd_args in extra:
+            getattr(pipe, cmd)(*cmd_args)
     results = await pipe.execute(raise_on_error=False)
     # Cluster pipelines return a list per multi-node command; ours are all single-key.
-    missing = [i for i, r in enumerate(results[: len(calls)]) if isinstance(r, NoScriptError)]
+    scripts = [call for calls, extra in batch for call in (*calls, *([None] * len(extra)))]
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError) and scripts[i] is not None]
     if missing:
         # First use on this node (or after a restart / failover): EVAL sends the body and
         # caches it there, so later EVALSHAs find it.
         reruns = await asyncio.gather(
-            *(client.eval(SCRIPTS[calls[i][0]], len(calls[i][1]), *calls[i][1], *calls[i][2]) for i in missing)
+            *(client.eval(SCRIPTS[sha], len(keys), *keys, *args) for sha, keys, args in (scripts[i] for i in missing)),
+            return_exceptions=True,
         )
         for i, r in zip(missing, reruns, strict=True):
             results[i] = r
-    for r in results:
-        if isinstance(r, Exception):
-            raise r
-    return results
+    out: list[list[Any] | BaseException] = []
+    start = 0
+    for calls, extra in batch:
+        replies = results[start : start + len(calls) + len(extra)]
+        start += len(replies)
+        out.append(next((r for r in replies if isinstance(r, BaseException)), replies))
+    return out
+
+
+async def redis_scripts(calls: Calls, extra: list[tuple] | None = None) -> list[Any]:
+    """``run_scripts`` on the hot-path client within ``redis_call``'s time bound, in the event
+    loop's group commit (module docstring); raises one of REDIS_ERRORS."""
+    async with asyncio.timeout(timeout()):
+        return await _committer().run(calls, extra or [])
+
+
+class _GroupCommit:
+    """At most GATEWAY_REDIS_PIPELINES pipelines in flight per event loop; who comes meanwhile waits
+    for the next one. A caller that gives up (its time bound) is left out of the batch it waits for."""
+
+    __slots__ = ("in_flight", "loop", "tasks", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: list[tuple[Calls, list[tuple], asyncio.Future[list[Any]]]] = []
+        self.in_flight = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, calls: Calls, extra: list[tuple]) -> list[Any]:
+        if self.in_flight < settings.GATEWAY_REDIS_PIPELINES and not self.waiting:
+            self.in_flight += 1  # alone: sent now, from the caller's own task (no task, no future)
+            try:
+                REDIS_PIPELINE_CALLS.observe(1)
+                async with _gate():
+                    return await run_scripts(get_redis(), calls, extra)
+            finally:
+                self.in_flight -= 1
+                self._next()
+        reply: asyncio.Future[list[Any]] = self.loop.create_future()
+        self.waiting.append((calls, extra, reply))
+        return await reply
+
+    def _next(self) -> None:
+        if self.waiting and self.in_flight < settings.GATEWAY_REDIS_PIPELINES:
+            batch, self.waiting = self.waiting, []
+            self.in_flight += 1
+            task = self.loop.create_task(self._send(batch))
+            self.tasks.add(task)  # a reference until it ends (the loop keeps only weak ones)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, batch: list[tuple[Calls, list[tuple], asyncio.Future[list[Any]]]]) -> None:
+        try:
+            batch = [item for item in batch if not item[2].done()]
+            if not batch:
+                return
+            REDIS_PIPELINE_CALLS.observe(len(batch))
+            async with asyncio.timeout(timeout()), _gate():
+                replies = await _pipeline(get_redis(), [(calls, extra) for calls, extra, _ in batch])
+        except Exception as exc:  # the pipeline as a whole: every caller in it sees the failure
+            for *_, reply in batch:
+                if not reply.done():
+                    reply.set_exception(exc)
+        else:
+            for (*_, reply), result in zip(batch, replies, strict=True):
+                if reply.done():
+                    continue
+                if isinstance(result, BaseException):
+                    reply.set_exception(result)
+                else:
+                    reply.set_result(result)
+        finally:
+            self.in_flight -= 1
+            self._next()
+
+
+_committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
+
+
+def _committer() -> _GroupCommit:
+    loop = asyncio.get_running_loop()
+    committer = _committers.get(loop)
+    if committer is None:
+        committer = _committers[loop] = _GroupCommit(loop)
+    return committer

@@ -17,7 +17,7 @@ from django.conf import settings
 
 from chat.errors import RateLimited
 from chat.gateway import limiter
-from chat.gateway.redis_async import REDIS_ERRORS, redis_call, run_scripts
+from chat.gateway.redis_async import REDIS_ERRORS, redis_scripts
 from chat.gateway.scripts import CHECK_SCRIPT
 from chat.gateway.services.admission import redis_usable
 from chat.gateway.types import Subject
@@ -111,7 +111,7 @@ async def check_action(checks: list[limiter.Check]) -> None:
     else:
         calls = [(limiter.CHECK_SHA, *limiter.check_args(c, member)) for c in checks]
         try:
-            replies = await redis_call(lambda r: run_scripts(r, calls, []))
+            replies = await redis_scripts(calls)
             err = _refused([limiter.outcome_from_reply(c, reply) for c, reply in zip(checks, replies, strict=True)])
         except REDIS_ERRORS as exc:
             log.warning("action limit check fell back to this process (%s)", exc)

@@ -44,7 +44,7 @@ from redis.exceptions import MaxConnectionsError
 from chat.errors import AuthenticationRequired, ServiceUnavailable
 from chat.gateway import budgets, cache, limiter, usage
 from chat.gateway.auth import confirm_not_revoked, revoked_set_key
-from chat.gateway.redis_async import REDIS_ERRORS, redis_call, run_scripts
+from chat.gateway.redis_async import REDIS_ERRORS, redis_scripts
 from chat.gateway.services import slot_lease
 from chat.gateway.types import Admission, CachedAnswer, Subject
 from config.redis import REDIS_OUTAGE, redis_enabled
@@ -248,7 +248,7 @@ async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admi
     if revocation:  # the API key's revocation check rides in the same round trip (last reply)
         extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
     try:
-        results = await redis_call(lambda r: run_scripts(r, calls, extra))
+        results = await redis_scripts(calls, extra)
     except REDIS_ERRORS as exc:
         _mark_redis_down(exc)
         if revocation:
@@ -326,7 +326,7 @@ async def _undo(checks: list[limiter.Check], member: str) -> None:
         return
     calls = [(limiter.UNDO_SHA, [c.keys[0], c.keys[2]], [member]) for c in checks]
     try:
-        await redis_call(lambda r: run_scripts(r, calls, []))
+        await redis_scripts(calls)
     except REDIS_ERRORS:
         # Worst case the request counts against those windows (over-refusal, never over-admission).
         log.warning("could not undo a refused request's rate-limit entries", exc_info=True)
@@ -389,7 +389,7 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
     if not calls and not extra:
         return
     try:
-        await redis_call(lambda r: run_scripts(r, calls, extra))
+        await redis_scripts(calls, extra)
     except REDIS_ERRORS as exc:
         log.warning("could not settle rate-limit usage (%s); the slot expires on its own", exc)
         if counted:

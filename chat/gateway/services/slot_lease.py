@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chat.gateway.redis_async import REDIS_ERRORS, redis_call, run_scripts
+from chat.gateway.redis_async import REDIS_ERRORS, redis_scripts
 from chat.gateway.scripts import RENEW_SHA
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Lease:
         ttl_ms = int(settings.RATELIMIT_SLOT_TTL_S * 1000)
         calls: list[tuple[str, list[str], list[Any]]] = [(RENEW_SHA, [k], [self._member, ttl_ms]) for k in self._keys]
         try:
-            await redis_call(lambda r: run_scripts(r, calls, []))
+            await redis_scripts(calls)
         except REDIS_ERRORS as exc:  # the slot may expire early: over-admission by one, never a failure
             log.info("could not renew a concurrency slot (%s: %s)", type(exc).__name__, exc)
         if self._handle is not None:

@@ -1,0 +1,75 @@
+"""The request path's group commit (chat/gateway/redis_async.py) on a real Redis and a real Redis Cluster.
+
+Calls that arrive while a pipeline is out leave together in the next one; each caller gets
+its own replies or its own error, a script flushed from Redis is sent again inside a shared
+pipeline, and a caller that gave up is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ResponseError
+
+from chat.gateway.redis_async import redis_scripts
+from chat.gateway.scripts import RENEW_SHA
+from config.redis import get_redis, key
+from monitoring.metrics import REDIS_PIPELINE_CALLS
+
+pytestmark = [pytest.mark.services]
+
+
+def _sent() -> tuple[float, float]:
+    """(pipelines, calls) sent so far, from the ``gateway_redis_pipeline_calls`` histogram."""
+    (metric,) = REDIS_PIPELINE_CALLS.collect()
+    values = {s.name: s.value for s in metric.samples if not s.labels}
+    return values["gateway_redis_pipeline_calls_count"], values["gateway_redis_pipeline_calls_sum"]
+
+
+async def test_calls_that_come_together_share_a_pipeline_and_each_gets_its_own_replies(any_redis):
+    keys = [key("gc", f"{{n{i}}}") for i in range(60)]  # 60 hash slots: every node of a cluster
+    before = _sent()
+    replies = await asyncio.gather(
+        *(redis_scripts([], [("set", k, i), ("incrby", k, 1), ("get", k)]) for i, k in enumerate(keys))
+    )
+    pipelines, calls = (now - then for now, then in zip(_sent(), before, strict=True))
+    assert replies == [[True, i + 1, str(i + 1).encode()] for i in range(60)]
+    # The first went alone at once; the other 59 waited for it and left in one pipeline.
+    assert calls >= 60 and pipelines <= 3  # (a background renewal may send one of its own)
+
+
+async def test_one_callers_failed_command_fails_that_caller_only(any_redis):
+    wrong, good = key("gc", "{hash}"), key("gc", "{good}")
+    await get_redis().hset(wrong, "field", 1)
+    first, bad, after = await asyncio.gather(
+        redis_scripts([], [("set", good, 1)]),
+        redis_scripts([], [("incr", wrong)]),  # WRONGTYPE, in the same pipeline as the next call
+        redis_scripts([], [("get", good)]),
+        return_exceptions=True,
+    )
+    assert first == [True]
+    assert isinstance(bad, ResponseError) and "WRONGTYPE" in str(bad)
+    assert after == [b"1"]
+
+
+async def test_scripts_flushed_from_redis_are_sent_again_inside_a_shared_pipeline(any_redis):
+    zsets = [key("gc", f"{{z{i}}}") for i in range(10)]
+    for z in zsets:
+        await get_redis().zadd(z, {"member": 1})
+    await get_redis().script_flush()  # as after a restart or a failover: EVALSHA gets NOSCRIPT
+    replies = await asyncio.gather(*(redis_scripts([(RENEW_SHA, [z], ["member", 60_000])]) for z in zsets))
+    assert replies == [[1]] * 10  # each renewed its own slot, through EVAL
+    assert await redis_scripts([(RENEW_SHA, [zsets[0]], ["member", 60_000])]) == [1]  # cached again
+
+
+async def test_a_caller_that_gave_up_waiting_is_left_out_of_the_pipeline(single_redis):
+    first, quitter, patient = key("gc", "first"), key("gc", "quitter"), key("gc", "patient")
+    await get_redis().execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the pipeline in flight stalls
+    leader = asyncio.ensure_future(redis_scripts([], [("set", first, 1)]))
+    await asyncio.sleep(0.01)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(redis_scripts([], [("set", quitter, 1)]), 0.05)
+    assert await redis_scripts([], [("set", patient, 1)]) == [True]  # waited for the leader, then went
+    assert await leader == [True]
+    assert await get_redis().mget(first, quitter, patient) == [b"1", None, b"1"]
