@@ -60,7 +60,8 @@ def refused(err: PlatformError) -> HttpResponse:
 async def _principal(request: HttpRequest, *, admitted: bool = False) -> Any:
     # admitted: the request goes through gateway.admit(), which checks a cached key's
     # revocation in its own Redis round trip (one round trip before the answer, not two).
-    principal = await authenticate_bearer(request.headers.get("Authorization"), defer_revocation_check=admitted)
+    # META, not request.headers: the latter builds a dict of every header on first use.
+    principal = await authenticate_bearer(request.META.get("HTTP_AUTHORIZATION"), defer_revocation_check=admitted)
     if principal is None:
         raise AuthenticationRequired("Send your API key: 'Authorization: Bearer <key>'.")
     require_scope(principal, "chat")

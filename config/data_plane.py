@@ -91,6 +91,30 @@ class DataPlane:
                 self.exact[PREFIX + route] = _Route(pattern.callback, pattern.name, PREFIX + route)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.nosniff = settings.SECURE_CONTENT_TYPE_NOSNIFF
+        # Host values Django's check let through, for the settings they were checked under.
+        self._hosts_ok: set[tuple[Any, ...]] = set()
+        self._hosts_for: tuple[Any, ...] = ()
+
+    def _check_host(self, request: ASGIRequest) -> None:
+        """``request.get_host()`` (ALLOWED_HOSTS; raises DisallowedHost), remembered for the Host
+        values it accepted: Django splits the value and matches it against every pattern on
+        each call. A refused value is checked (and logged) every time; at most 64 are kept."""
+        checked_under = (settings.ALLOWED_HOSTS, settings.DEBUG, settings.USE_X_FORWARDED_HOST)
+        if any(a is not b for a, b in zip(checked_under, self._hosts_for, strict=False)) or not self._hosts_for:
+            self._hosts_ok.clear()  # ALLOWED_HOSTS changed (override_settings in tests)
+            self._hosts_for = checked_under
+        meta = request.META
+        host = (
+            meta.get("HTTP_X_FORWARDED_HOST"),
+            meta.get("HTTP_HOST"),
+            meta.get("SERVER_NAME"),
+            meta.get("SERVER_PORT"),
+        )
+        if host in self._hosts_ok:
+            return
+        request.get_host()
+        if len(self._hosts_ok) < 64:
+            self._hosts_ok.add(host)
 
     def route_for(self, path: str) -> _Route | None:
         route = self.exact.get(path)
@@ -152,7 +176,7 @@ class DataPlane:
 
     async def _respond(self, request: ASGIRequest, route: _Route, too_large: int | None) -> HttpResponseBase:
         try:
-            request.get_host()  # ALLOWED_HOSTS
+            self._check_host(request)  # ALLOWED_HOSTS
             if too_large is not None:
                 length = request.META.get("CONTENT_LENGTH", "")
                 return refused(body_too_large(int(length) if length.isdigit() else None))

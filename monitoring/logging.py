@@ -40,6 +40,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # The trace of the request (32 hex digits, what Jaeger searches for); only with tracing on.
 TRACE_ID_HEADER = "X-Trace-ID"
 _HEADER_BYTES = REQUEST_ID_HEADER.lower().encode()
+_HEADER_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 # Accept a caller's id only when it is short and plain: it lands in every log line.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{8,128}$")
 
@@ -232,7 +233,8 @@ class RequestIdMiddleware:
 
 def request_begin(request: Any) -> tuple[str, Any, float]:
     """Accept or make the request's id and set it for its lifetime: (id, context token, start time)."""
-    rid = accept_request_id(request.headers.get(REQUEST_ID_HEADER))
+    # META, not request.headers (a dict of every header, built on first use): once per request.
+    rid = accept_request_id(request.META.get(_HEADER_META))
     request.request_id = rid
     return rid, request_id_var.set(rid), time.perf_counter()
 
