@@ -115,10 +115,11 @@ class _GroupCommit:
     """At most GATEWAY_REDIS_PIPELINES pipelines in flight per event loop; who comes meanwhile waits
     for the next one. A caller that gives up (its time bound) is left out of the batch it waits for."""
 
-    __slots__ = ("in_flight", "loop", "tasks", "waiting")
+    # No reference to the loop itself: the committer is the value of a weak-keyed map of loops,
+    # and a value holding its key would keep every loop (and its file descriptors) alive.
+    __slots__ = ("in_flight", "tasks", "waiting")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.waiting: list[tuple[Calls, list[tuple], asyncio.Future[list[Any]]]] = []
         self.in_flight = 0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -133,7 +134,7 @@ class _GroupCommit:
             finally:
                 self.in_flight -= 1
                 self._next()
-        reply: asyncio.Future[list[Any]] = self.loop.create_future()
+        reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.waiting.append((calls, extra, reply))
         return await reply
 
@@ -141,7 +142,7 @@ class _GroupCommit:
         if self.waiting and self.in_flight < settings.GATEWAY_REDIS_PIPELINES:
             batch, self.waiting = self.waiting, []
             self.in_flight += 1
-            task = self.loop.create_task(self._send(batch))
+            task = asyncio.get_running_loop().create_task(self._send(batch))
             self.tasks.add(task)  # a reference until it ends (the loop keeps only weak ones)
             task.add_done_callback(self.tasks.discard)
 
@@ -177,5 +178,5 @@ def _committer() -> _GroupCommit:
     loop = asyncio.get_running_loop()
     committer = _committers.get(loop)
     if committer is None:
-        committer = _committers[loop] = _GroupCommit(loop)
+        committer = _committers[loop] = _GroupCommit()
     return committer
