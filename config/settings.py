@@ -396,6 +396,8 @@ GATEWAY_REDIS_CONCURRENCY = env_int("GATEWAY_REDIS_CONCURRENCY", 64)
 # The request path's script pipelines in flight per process event loop; calls that come
 # while they are out leave together in the next one (chat/gateway/redis_async.py).
 GATEWAY_REDIS_PIPELINES = env_int("GATEWAY_REDIS_PIPELINES", 1)
+if GATEWAY_REDIS_PIPELINES < 1:  # 0 would send nothing: every request would wait out its Redis bound
+    raise ImproperlyConfigured(f"GATEWAY_REDIS_PIPELINES={GATEWAY_REDIS_PIPELINES}: use 1 or more.")
 # After Redis failed, how long to use the fallback before trying Redis again.
 RATELIMIT_REDIS_RETRY_S = env_float("RATELIMIT_REDIS_RETRY_S", 2.0)
 # A concurrency slot is a lease of this many seconds, renewed every third of it while its
