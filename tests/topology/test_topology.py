@@ -418,7 +418,7 @@ def _indexed_through_nginx(topo: Topology, key: str, slug: str) -> int:
 
 def _search_and_answer(topo: Topology, key: str, slug: str, seconds: float, out: list) -> None:
     """Alternately a REST search and a /v1 answer with retrieval, both on the collection:
-    (t, kind, status, elapsed, the first document found or cited)."""
+    (t, kind, status, elapsed, the first document: found by the search, or the answer's first source)."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         asked = time.monotonic()
