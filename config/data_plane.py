@@ -40,6 +40,8 @@ from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.conf import settings
 from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpResponseBase
 from django.urls import URLPattern
 
@@ -76,6 +78,30 @@ class _Route:
         self.view, self.name, self.route, self.kwargs = view, name, route, kwargs or {}
 
 
+# Host values (X-Forwarded-Host, Host, server name and port) ALLOWED_HOSTS accepted; forgotten
+# when a setting the check reads changes (override_settings in tests; never in production).
+_hosts_ok: set[tuple[Any, ...]] = set()
+
+
+@receiver(setting_changed)
+def _forget_hosts(*, setting: str, **_: Any) -> None:
+    if setting in ("ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"):
+        _hosts_ok.clear()
+
+
+def _check_host(request: ASGIRequest) -> None:
+    """``request.get_host()`` (ALLOWED_HOSTS; raises DisallowedHost), remembered for the Host
+    values it accepted: Django splits the value and matches it against every pattern on each
+    call. A refused value is checked (and logged) every time; at most 64 are kept."""
+    meta = request.META
+    host = (meta.get("HTTP_X_FORWARDED_HOST"), meta.get("HTTP_HOST"), meta.get("SERVER_NAME"), meta.get("SERVER_PORT"))
+    if host in _hosts_ok:
+        return
+    request.get_host()
+    if len(_hosts_ok) < 64:
+        _hosts_ok.add(host)
+
+
 class DataPlane:
     """ASGI app for ``/v1/``; ``fallback`` (Django) serves any path none of its routes match."""
 
@@ -91,30 +117,6 @@ class DataPlane:
                 self.exact[PREFIX + route] = _Route(pattern.callback, pattern.name, PREFIX + route)
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.nosniff = settings.SECURE_CONTENT_TYPE_NOSNIFF
-        # Host values Django's check let through, for the settings they were checked under.
-        self._hosts_ok: set[tuple[Any, ...]] = set()
-        self._hosts_for: tuple[Any, ...] = ()
-
-    def _check_host(self, request: ASGIRequest) -> None:
-        """``request.get_host()`` (ALLOWED_HOSTS; raises DisallowedHost), remembered for the Host
-        values it accepted: Django splits the value and matches it against every pattern on
-        each call. A refused value is checked (and logged) every time; at most 64 are kept."""
-        checked_under = (settings.ALLOWED_HOSTS, settings.DEBUG, settings.USE_X_FORWARDED_HOST)
-        if any(a is not b for a, b in zip(checked_under, self._hosts_for, strict=False)) or not self._hosts_for:
-            self._hosts_ok.clear()  # ALLOWED_HOSTS changed (override_settings in tests)
-            self._hosts_for = checked_under
-        meta = request.META
-        host = (
-            meta.get("HTTP_X_FORWARDED_HOST"),
-            meta.get("HTTP_HOST"),
-            meta.get("SERVER_NAME"),
-            meta.get("SERVER_PORT"),
-        )
-        if host in self._hosts_ok:
-            return
-        request.get_host()
-        if len(self._hosts_ok) < 64:
-            self._hosts_ok.add(host)
 
     def route_for(self, path: str) -> _Route | None:
         route = self.exact.get(path)
@@ -176,7 +178,7 @@ class DataPlane:
 
     async def _respond(self, request: ASGIRequest, route: _Route, too_large: int | None) -> HttpResponseBase:
         try:
-            self._check_host(request)  # ALLOWED_HOSTS
+            _check_host(request)  # ALLOWED_HOSTS
             if too_large is not None:
                 length = request.META.get("CONTENT_LENGTH", "")
                 return refused(body_too_large(int(length) if length.isdigit() else None))

@@ -108,3 +108,24 @@ def test_a_client_that_leaves_stops_the_model_call(plane, key, stream):
         assert time.monotonic() < deadline, "the model call went on after the client left"
         time.sleep(0.05)
     assert not upstream.chat_requests[before].finished
+
+
+def test_a_host_accepted_once_is_refused_after_allowed_hosts_changes(settings):
+    """The data plane remembers accepted Host values only for the settings they were checked under."""
+    from io import BytesIO
+
+    from django.core.exceptions import DisallowedHost
+    from django.core.handlers.asgi import ASGIRequest
+
+    from config.data_plane import _check_host
+
+    def request() -> ASGIRequest:
+        scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": [(b"host", b"api.example")]}
+        return ASGIRequest(scope, BytesIO(b""))
+
+    settings.ALLOWED_HOSTS = ["api.example"]
+    _check_host(request())
+    _check_host(request())  # remembered
+    settings.ALLOWED_HOSTS = ["other.example"]  # setting_changed: forgotten
+    with pytest.raises(DisallowedHost):
+        _check_host(request())
