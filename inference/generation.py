@@ -96,7 +96,7 @@ async def stream_chat(
                 span.add_event("attempt", {"endpoint": rt.name, "queue_ms": round((loop.time() - queued_at) * 1000, 1)})
             parts: list[str] = []
             # Every inter-token gap is observed, into process memory; written out once per attempt.
-            per_token = metrics.LocalHistogram(metrics.TIME_PER_OUTPUT_TOKEN.labels(rt.name))
+            per_token = metrics.LocalHistogram(metrics.child(metrics.TIME_PER_OUTPUT_TOKEN, rt.name))
             try:
                 client: OpenAIClient = rt.client()
                 with tracing.use_span(span):  # the first call asks the server for its model name
@@ -119,7 +119,7 @@ async def stream_chat(
                         now = loop.time()
                         if first_at is None:
                             first_at = now
-                            metrics.TIME_TO_FIRST_TOKEN.labels(rt.name).observe(now - attempt_started)
+                            metrics.child(metrics.TIME_TO_FIRST_TOKEN, rt.name).observe(now - attempt_started)
                             if span.is_recording():
                                 ttft_ms = round((now - call_started) * 1000, 1)
                                 span.add_event("first_token", {"inference.ttft_ms": ttft_ms})
@@ -234,11 +234,11 @@ def _span_outcome(span: Any, endpoint: str, model: str, usage: Usage, finish: st
 
 
 def _record_tokens(rt: EndpointRuntime, usage: Usage, duration: float, decode_time: float | None) -> None:
-    metrics.PROMPT_TOKENS.labels(rt.name).inc(usage.prompt_tokens)
-    metrics.TOKENS_GENERATED.labels(rt.name).inc(usage.completion_tokens)
-    metrics.INFERENCE_DURATION.labels(rt.name, GENERATION).observe(duration)
+    metrics.child(metrics.PROMPT_TOKENS, rt.name).inc(usage.prompt_tokens)
+    metrics.child(metrics.TOKENS_GENERATED, rt.name).inc(usage.completion_tokens)
+    metrics.child(metrics.INFERENCE_DURATION, rt.name, GENERATION).observe(duration)
     # Decode speed: after the first token when streaming, the whole call otherwise.
     window = decode_time if decode_time and usage.completion_tokens > 1 else duration
     tokens = usage.completion_tokens - 1 if decode_time and usage.completion_tokens > 1 else usage.completion_tokens
     if window > 0 and tokens > 0:
-        metrics.TOKENS_PER_SECOND.labels(rt.name).observe(tokens / window)
+        metrics.child(metrics.TOKENS_PER_SECOND, rt.name).observe(tokens / window)

@@ -88,8 +88,8 @@ class EndpointRuntime:
         metrics.BREAKER_STATE.labels(self.name).set(0)
 
     def _report_load(self, active: int, waiting: int) -> None:
-        metrics.INFERENCE_IN_FLIGHT.labels(self.name).set(active)
-        metrics.QUEUE_DEPTH.labels(self.name).set(waiting)
+        metrics.child(metrics.INFERENCE_IN_FLIGHT, self.name).set(active)
+        metrics.child(metrics.QUEUE_DEPTH, self.name).set(waiting)
 
     def __repr__(self) -> str:
         return f"<EndpointRuntime {self.name} {self.kind} {self.breaker.state}>"

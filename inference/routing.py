@@ -144,19 +144,19 @@ class RoutePlan:
             rt.breaker.release()  # busy, not broken
         else:
             rt.breaker.record_failure()
-        metrics.INFERENCE_REQUESTS.labels(rt.name, self.kind, outcome_of(exc)).inc()
+        metrics.child(metrics.INFERENCE_REQUESTS, rt.name, self.kind, outcome_of(exc)).inc()
         if exc.endpoint is None:
             exc.endpoint = rt.name
         self.last_error = exc
 
     def succeeded(self, rt: EndpointRuntime) -> None:
         rt.breaker.record_success()
-        metrics.INFERENCE_REQUESTS.labels(rt.name, self.kind, "ok").inc()
+        metrics.child(metrics.INFERENCE_REQUESTS, rt.name, self.kind, "ok").inc()
 
     def abandoned(self, rt: EndpointRuntime, exc: BaseException | None = None) -> None:
         """No verdict on the endpoint: the caller went away (cancelled, closed the stream) or a bug."""
         rt.breaker.release()
-        metrics.INFERENCE_REQUESTS.labels(rt.name, self.kind, outcome_of(exc) if exc else "cancelled").inc()
+        metrics.child(metrics.INFERENCE_REQUESTS, rt.name, self.kind, outcome_of(exc) if exc else "cancelled").inc()
 
 
 async def call_with_failover(
@@ -192,5 +192,5 @@ async def call_with_failover(
             plan.abandoned(rt, exc)
             raise
         plan.succeeded(rt)
-        metrics.INFERENCE_DURATION.labels(rt.name, kind).observe(asyncio.get_running_loop().time() - started)
+        metrics.child(metrics.INFERENCE_DURATION, rt.name, kind).observe(asyncio.get_running_loop().time() - started)
         return result

@@ -193,6 +193,11 @@ def span(name: str, /, **attributes: Any) -> _SpanScope:
     return _SpanScope(name, attributes)
 
 
+def client_span(name: str, /, **attributes: Any) -> _SpanScope:
+    """``span`` for a call to another service that its instrumentation does not trace (a client span)."""
+    return _SpanScope(name, attributes, kind=SpanKind.CLIENT)
+
+
 def root_span(name: str, /, *, links: Sequence[Link] = (), **attributes: Any) -> _SpanScope:
     """A span that starts a new trace whatever is current (one websocket answer, one job)."""
     return _SpanScope(name, attributes, new_trace=True, links=links)

@@ -46,7 +46,7 @@ from chat.gateway.types import Subject
 from config import proxies
 from config.local_cache import LOAD_WAIT_S, MISSING, LocalCache
 from config.redis import key, redis_enabled
-from monitoring.metrics import API_KEY_AUTHENTICATIONS
+from monitoring.metrics import API_KEY_AUTHENTICATIONS, child
 from monitoring.outages import is_unreachable_error
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def _verify(facts: _KeyFacts | None, full_key: str) -> Principal:
     if not facts.user_active:
         API_KEY_AUTHENTICATIONS.labels(outcome="inactive_user").inc()
         raise AuthenticationRequired("This API key's owner account is disabled.", reason="inactive_user")
-    API_KEY_AUTHENTICATIONS.labels(outcome="ok").inc()
+    child(API_KEY_AUTHENTICATIONS, "ok").inc()
     return Principal(
         user_id=facts.user_id,
         api_key_id=facts.id,

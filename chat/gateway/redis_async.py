@@ -15,6 +15,10 @@ flight on an event loop, the calls that arrive meanwhile wait and leave together
 next one (one write, one read, one pass of redis-py's pipeline machinery for all of them).
 A lone request is sent at once, as before; under load the round trips per request fall
 with the queue, at the cost of waiting for at most the round trip in flight.
+
+On a single Redis a pipeline is encoded here (``pack``) and written on one pooled
+connection (``_exchange``), without redis-py's Pipeline object; a Redis Cluster's goes through
+redis-py's cluster pipeline, which routes each command to its slot's node.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from chat.gateway.scripts import SCRIPTS
 from config.redis import get_redis
+from monitoring import tracing
 from monitoring.metrics import REDIS_PIPELINE_CALLS
 
 T = TypeVar("T")
@@ -61,9 +68,10 @@ async def redis_call(fn: Callable[[Any], Awaitable[T]]) -> T:
 
 
 Calls = list[tuple[str, list[str], list[Any]]]  # (script sha, keys, args) each
+Commands = list[tuple[Any, ...]]  # plain commands, as sent: ("GET", key), ("HINCRBY", key, field, 1)
 
 
-async def run_scripts(client: Any, calls: Calls, extra: list[tuple]) -> list[Any]:
+async def run_scripts(client: Any, calls: Calls, extra: Commands) -> list[Any]:
     """EVALSHA each call (+ plain commands) in one pipeline; re-run NOSCRIPT ones with EVAL."""
     (replies,) = await _pipeline(client, [(calls, extra)])
     if isinstance(replies, BaseException):
@@ -71,29 +79,41 @@ async def run_scripts(client: Any, calls: Calls, extra: list[tuple]) -> list[Any
     return replies
 
 
-async def _pipeline(client: Any, batch: list[tuple[Calls, list[tuple]]]) -> list[list[Any] | BaseException]:
+async def _pipeline(client: Any, batch: list[tuple[Calls, Commands]]) -> list[list[Any] | BaseException]:
     """Several callers' ``run_scripts`` in one pipeline: each gets its replies, or the first
     error among them (one caller's failed command is not another's)."""
-    pipe = client.pipeline(transaction=False)
+    commands: Commands = []
+    scripts: list[tuple[str, list[str], list[Any]] | None] = []  # per command: its script call, if one
     for calls, extra in batch:
-        for sha, keys, args in calls:
+        for call in calls:
+            sha, keys, args = call
+            commands.append(("EVALSHA", sha, len(keys), *keys, *args))
+            scripts.append(call)
+        commands += extra
+        scripts += [None] * len(extra)
+    if isinstance(client, RedisCluster):
+        # A cluster pipeline routes each command to its slot's node (one write per node).
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
             # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
-            # evalsha method (it cannot pre-load scripts on every node); NOSCRIPT is handled below.
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        for cmd, *cmd_args in extra:
-            getattr(pipe, cmd)(*cmd_args)
-    results = await pipe.execute(raise_on_error=False)
-    # Cluster pipelines return a list per multi-node command; ours are all single-key.
-    scripts = [call for calls, extra in batch for call in (*calls, *([None] * len(extra)))]
-    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError) and scripts[i] is not None]
+            # evalsha (and mget) methods; NOSCRIPT is handled below.
+            pipe.execute_command(*command)
+        results = await pipe.execute(raise_on_error=False)
+    else:
+        results = await _exchange(client, commands)
+    missing = [
+        (i, call)
+        for i, (r, call) in enumerate(zip(results, scripts, strict=True))
+        if call is not None and isinstance(r, NoScriptError)
+    ]
     if missing:
         # First use on this node (or after a restart / failover): EVAL sends the body and
         # caches it there, so later EVALSHAs find it.
         reruns = await asyncio.gather(
-            *(client.eval(SCRIPTS[sha], len(keys), *keys, *args) for sha, keys, args in (scripts[i] for i in missing)),
+            *(client.eval(SCRIPTS[sha], len(keys), *keys, *args) for _, (sha, keys, args) in missing),
             return_exceptions=True,
         )
-        for i, r in zip(missing, reruns, strict=True):
+        for (i, _), r in zip(missing, reruns, strict=True):
             results[i] = r
     out: list[list[Any] | BaseException] = []
     start = 0
@@ -104,7 +124,72 @@ async def _pipeline(client: Any, batch: list[tuple[Calls, list[tuple]]]) -> list
     return out
 
 
-async def redis_scripts(calls: Calls, extra: list[tuple] | None = None) -> list[Any]:
+async def _exchange(client: Any, commands: Commands) -> list[Any]:
+    """``commands`` on one connection of a single-node client's pool: one write, then a read per
+    reply (a command's error reply is its result), with redis-py's reply conversions.
+
+    What redis-py's Pipeline does, without its per-call machinery (a command stack, per-command
+    option dicts, a second packing pass, fieldset pre-flight, operation-duration hooks): on
+    the request path that machinery cost more CPU than the round trip's system calls (#17).
+    A connection error (a pooled connection that died with a Redis restart) is retried once on
+    a new connection, as the client's own retry policy (config.redis.reconnect_once) does.
+    """
+    packed = pack(commands)
+    with tracing.client_span(
+        "PIPELINE", **{"db.system": "redis", "db.operation.name": "PIPELINE", "db.operation.batch.size": len(commands)}
+    ):
+        try:
+            return await _round_trip(client, packed, commands)
+        except RedisConnectionError:
+            # redis-py closed the dead connection; the pool opens a new one for the second try.
+            return await _round_trip(client, packed, commands)
+
+
+async def _round_trip(client: Any, packed: bytes, commands: Commands) -> list[Any]:
+    pool, callbacks = client.connection_pool, client.response_callbacks
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(packed)
+        results: list[Any] = []
+        for command in commands:
+            try:
+                reply = await conn.read_response()
+            except ResponseError as exc:
+                results.append(exc)
+                continue
+            convert = callbacks.get(command[0])
+            results.append(convert(reply) if convert is not None else reply)
+        return results
+    finally:
+        await pool.release(conn)
+
+
+def pack(commands: Commands) -> bytes:
+    """The RESP encoding of ``commands`` (arrays of bulk strings), as one buffer.
+
+    str, bytes, int and float arguments, as redis-py's encoder takes them (a bool is refused
+    there too: True is not a Redis value).
+    """
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)
+            if kind is str:
+                data = arg.encode()
+            elif kind is bytes:
+                data = arg
+            elif kind is int:
+                data = b"%d" % arg
+            elif kind is float:
+                data = repr(arg).encode()
+            else:
+                raise DataError(f"Redis takes str, bytes, int or float arguments, not {kind.__name__}")
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+async def redis_scripts(calls: Calls, extra: Commands | None = None) -> list[Any]:
     """``run_scripts`` on the hot-path client within ``redis_call``'s time bound, in the event
     loop's group commit (module docstring); raises one of REDIS_ERRORS."""
     async with asyncio.timeout(timeout()):
@@ -120,11 +205,11 @@ class _GroupCommit:
     __slots__ = ("in_flight", "tasks", "waiting")
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[Calls, list[tuple], asyncio.Future[list[Any]]]] = []
+        self.waiting: list[tuple[Calls, Commands, asyncio.Future[list[Any]]]] = []
         self.in_flight = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self, calls: Calls, extra: list[tuple]) -> list[Any]:
+    async def run(self, calls: Calls, extra: Commands) -> list[Any]:
         if self.in_flight < settings.GATEWAY_REDIS_PIPELINES and not self.waiting:
             self.in_flight += 1  # alone: sent now, from the caller's own task (no task, no future)
             try:
@@ -146,7 +231,7 @@ class _GroupCommit:
             self.tasks.add(task)  # a reference until it ends (the loop keeps only weak ones)
             task.add_done_callback(self.tasks.discard)
 
-    async def _send(self, batch: list[tuple[Calls, list[tuple], asyncio.Future[list[Any]]]]) -> None:
+    async def _send(self, batch: list[tuple[Calls, Commands, asyncio.Future[list[Any]]]]) -> None:
         try:
             batch = [item for item in batch if not item[2].done()]
             if not batch:

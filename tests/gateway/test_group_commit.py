@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.exceptions import ResponseError
+from redis.connection import Connection
+from redis.exceptions import DataError, ResponseError
 
-from chat.gateway.redis_async import redis_scripts
+from chat.gateway.redis_async import pack, redis_scripts
 from chat.gateway.scripts import RENEW_SHA
-from config.redis import get_redis, key
+from config.redis import get_redis, key, sync_redis
 from monitoring.metrics import REDIS_PIPELINE_CALLS
 
 pytestmark = [pytest.mark.services]
@@ -31,7 +32,7 @@ async def test_calls_that_come_together_share_a_pipeline_and_each_gets_its_own_r
     keys = [key("gc", f"{{n{i}}}") for i in range(60)]  # 60 hash slots: every node of a cluster
     before = _sent()
     replies = await asyncio.gather(
-        *(redis_scripts([], [("set", k, i), ("incrby", k, 1), ("get", k)]) for i, k in enumerate(keys))
+        *(redis_scripts([], [("SET", k, i), ("INCRBY", k, 1), ("GET", k)]) for i, k in enumerate(keys))
     )
     pipelines, calls = (now - then for now, then in zip(_sent(), before, strict=True))
     assert replies == [[True, i + 1, str(i + 1).encode()] for i in range(60)]
@@ -43,9 +44,9 @@ async def test_one_callers_failed_command_fails_that_caller_only(any_redis):
     wrong, good = key("gc", "{hash}"), key("gc", "{good}")
     await get_redis().hset(wrong, "field", 1)
     first, bad, after = await asyncio.gather(
-        redis_scripts([], [("set", good, 1)]),
-        redis_scripts([], [("incr", wrong)]),  # WRONGTYPE, in the same pipeline as the next call
-        redis_scripts([], [("get", good)]),
+        redis_scripts([], [("SET", good, 1)]),
+        redis_scripts([], [("INCR", wrong)]),  # WRONGTYPE, in the same pipeline as the next call
+        redis_scripts([], [("GET", good)]),
         return_exceptions=True,
     )
     assert first == [True]
@@ -67,10 +68,35 @@ async def test_scripts_flushed_from_redis_are_sent_again_inside_a_shared_pipelin
 async def test_a_caller_that_gave_up_waiting_is_left_out_of_the_pipeline(single_redis):
     first, quitter, patient = key("gc", "first"), key("gc", "quitter"), key("gc", "patient")
     await get_redis().execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the pipeline in flight stalls
-    leader = asyncio.ensure_future(redis_scripts([], [("set", first, 1)]))
+    leader = asyncio.ensure_future(redis_scripts([], [("SET", first, 1)]))
     await asyncio.sleep(0.01)
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(redis_scripts([], [("set", quitter, 1)]), 0.05)
-    assert await redis_scripts([], [("set", patient, 1)]) == [True]  # waited for the leader, then went
+        await asyncio.wait_for(redis_scripts([], [("SET", quitter, 1)]), 0.05)
+    assert await redis_scripts([], [("SET", patient, 1)]) == [True]  # waited for the leader, then went
     assert await leader == [True]
     assert await get_redis().mget(first, quitter, patient) == [b"1", None, b"1"]
+
+
+def test_commands_are_encoded_as_redis_py_encodes_them():
+    commands = [
+        ("EVALSHA", "a" * 40, 2, "vh:{u:1}:a", b"vh:{u:1}:\xffb", -7, 0.25, ""),
+        ("HINCRBY", "빈집:통계", "lookups", 1),
+        ("MGET", *[f"k{i}" for i in range(20)]),
+    ]
+    assert pack(commands) == b"".join(b"".join(Connection().pack_command(*c)) for c in commands)
+    with pytest.raises(DataError):
+        pack([("SET", "k", True)])
+
+
+async def test_connections_killed_under_the_pool_are_replaced_without_an_error(single_redis):
+    k = key("gc", "killed")
+    await asyncio.gather(*(redis_scripts([], [("SET", k, i)]) for i in range(8)))  # a few pooled connections
+    # This pool's connections only (other clients of the shared Redis are left alone).
+    pool = get_redis().connection_pool
+    ours = {c._writer.get_extra_info("sockname")[1] for c in pool._available_connections}
+    with sync_redis() as admin:
+        addrs = [c["addr"] for c in admin.client_list() if int(c["addr"].rsplit(":", 1)[1]) in ours]
+        for addr in addrs:
+            admin.client_kill(addr)  # dead, as a Redis restart leaves them
+    assert addrs
+    assert await asyncio.gather(*(redis_scripts([], [("GET", k)]) for _ in range(8))) == [[b"7"]] * 8

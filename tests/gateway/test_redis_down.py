@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from chat.errors import ServiceUnavailable
+from chat.gateway.redis_async import REDIS_ERRORS, redis_call, redis_scripts
 from chat.gateway.services import CachedAnswer, Subject, admit, cache_put, settle
 from monitoring.metrics import RATELIMIT_FALLBACKS
 
@@ -56,3 +58,29 @@ async def test_a_blackholed_redis_is_bounded_by_the_timeout(make_policy, no_defa
     admission = await admit(Subject(user_id=1), cache_key=None)
     assert admission.allowed
     assert time.perf_counter() - started < 0.3 * 2 + 0.5
+
+
+async def test_a_redis_that_accepts_and_never_answers_is_bounded_by_the_timeout(
+    make_policy, no_default_policies, settings, namespace
+):
+    # The hot-path client has no socket timeout (config.redis.get_redis): the callers' own
+    # bound must hold when the connection opens and no reply ever comes (a stopped process).
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    settings.REDIS_URL = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    settings.REDIS_TIMEOUT = 0.2
+    settings.RATELIMIT_FAIL_MODE = "open"
+    make_policy("user", 5)
+    async with server:
+        for call in (lambda: redis_scripts([], [("GET", "k")]), lambda: redis_call(lambda r: r.ping())):
+            started = time.perf_counter()
+            with pytest.raises(REDIS_ERRORS):
+                await call()
+            assert time.perf_counter() - started < 0.2 * 2 + 0.5
+        started = time.perf_counter()
+        admission = await admit(Subject(user_id=1), cache_key=None)
+        assert admission.allowed
+        assert time.perf_counter() - started < 0.2 * 2 + 0.5

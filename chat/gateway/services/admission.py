@@ -57,6 +57,7 @@ from monitoring.metrics import (
     RATELIMIT_FALLBACKS,
     RATELIMIT_LATENCY,
     RATELIMIT_REJECTIONS,
+    child,
 )
 
 log = logging.getLogger(__name__)
@@ -241,12 +242,12 @@ async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admi
     extra: list[tuple] = []
     if cache_key:
         # The index generation rides along: an entry made before a document changed is a miss.
-        extra = [("get", cache_key), ("hincrby", cache.stats_key(), "lookups", 1), ("get", generation_key())]
+        extra = [("GET", cache_key), ("HINCRBY", cache.stats_key(), "lookups", 1), ("GET", generation_key())]
     spent_at = len(calls) + len(extra)
     if spend:  # one MGET: the subject's budget counters share a slot
-        extra.append(("execute_command", "MGET", *[b.key for b in spend]))  # a cluster pipeline blocks .mget()
+        extra.append(("MGET", *[b.key for b in spend]))
     if revocation:  # the API key's revocation check rides in the same round trip (last reply)
-        extra.append(("sismember", revoked_set_key(), str(subject.api_key_id)))
+        extra.append(("SISMEMBER", revoked_set_key(), str(subject.api_key_id)))
     try:
         results = await redis_scripts(calls, extra)
     except REDIS_ERRORS as exc:
@@ -290,9 +291,9 @@ async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admi
         if data is not None and not cache.fresh(data, admission.cache_generation):
             data = None  # made before a document was deleted, replaced or hidden: never served
         if data is None:
-            CACHE_REQUESTS.labels(result="miss").inc()
+            child(CACHE_REQUESTS, "miss").inc()
         else:
-            CACHE_REQUESTS.labels(result="hit").inc()
+            child(CACHE_REQUESTS, "hit").inc()
             admission.cached = CachedAnswer(
                 content=data["content"],
                 citations=list(data.get("citations") or []),
@@ -385,7 +386,7 @@ async def settle(subject: Subject, admission: Admission, *, prompt_tokens: int, 
             subject, prefix, amounts if counted else [], budget_keys=budget_keys, tokens=charge
         )
         calls.append((limiter.USAGE_SHA, keys, args))
-    extra: list[tuple] = [("hincrby", cache.stats_key(), "hits", 1)] if ticket.hit else []
+    extra: list[tuple] = [("HINCRBY", cache.stats_key(), "hits", 1)] if ticket.hit else []
     if not calls and not extra:
         return
     try:
