@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,8 @@ class AnswerMaking:
     def _ms(self, at: float | None = None) -> int:
         raise NotImplementedError
 
-    async def _finish(self, outcome: Outcome) -> None:
+    def _finish(self, outcome: Outcome) -> Coroutine[Any, Any, None] | None:
+        """Record the answer now; return its writes to await (None: nothing to write)."""
         raise NotImplementedError
 
     def _end(self, outcome: Outcome) -> End:
@@ -84,7 +85,9 @@ class AnswerMaking:
                 sent += len(piece)
         except (asyncio.CancelledError, GeneratorExit):
             partial = Outcome(status=Message.Status.PARTIAL, content=cached.content[:sent], cached=True)
-            await asyncio.shield(quietly(self._finish(partial)))
+            writes = self._finish(partial)
+            if writes is not None:
+                await asyncio.shield(quietly(writes))
             raise
         outcome = Outcome(
             status=Message.Status.COMPLETE,
@@ -96,7 +99,9 @@ class AnswerMaking:
             ttft_ms=self._ms(),
             cached=True,
         )
-        await self._finish(outcome)
+        writes = self._finish(outcome)
+        if writes is not None:
+            await writes
         yield self._end(outcome)
 
     def _prompt(self, plan: Plan, sources: list[Source], window: int, max_tokens: int) -> Prompt:

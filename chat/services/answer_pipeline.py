@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -315,7 +315,9 @@ class _Run(AnswerMaking):
             outcome.completion_tokens = deltas
             if curated is None:
                 outcome.citations = map_citations(outcome.content, sources)
-            await asyncio.shield(quietly(self._finish(outcome)))
+            writes = self._finish(outcome)
+            if writes is not None:
+                await asyncio.shield(quietly(writes))
             raise
         except InferenceError as exc:
             text = "".join(parts) or (exc.partial_text if isinstance(exc, StreamInterrupted) else "")
@@ -335,7 +337,9 @@ class _Run(AnswerMaking):
             outcome.citations = map_citations(outcome.content, sources)
         if outcome.completion_tokens == 0:
             outcome.completion_tokens = deltas if outcome.error is None else estimate_tokens(outcome.content)
-        await asyncio.shield(self._finish(outcome))
+        writes = self._finish(outcome)
+        if writes is not None:
+            await asyncio.shield(writes)
         if outcome.error is not None:
             yield _failed(
                 outcome.error, message_id=self.stored.message_id if self.stored else None, partial=outcome.content
@@ -344,10 +348,32 @@ class _Run(AnswerMaking):
             yield self._end(outcome)
 
     @tracing.span("chat.final_write")
-    async def _finish(self, outcome: Outcome) -> None:
-        """The final write (one UPDATE, see store_finish), Redis history, and the cache entry of a complete answer."""
+    def _finish(self, outcome: Outcome) -> Coroutine[Any, Any, None] | None:
+        """The answer's figures and usage, now; its writes (``_writes``) as a coroutine to
+        shield, or None when there are none (an answer neither stored nor cached: most of the
+        OpenAI-compatible API's, whose shield was a task per request)."""
         outcome.total_ms = self._ms()
         CHAT_RESPONSES.labels("cached" if outcome.cached else str(outcome.status)).inc()
+        # Set before the writes: a cancelled request settles while its shielded writes go on.
+        self.usage = (outcome.prompt_tokens, 0 if outcome.cached else outcome.completion_tokens)
+        if self.admission is not None:
+            self.admission.usage.error = outcome.error is not None
+            self.admission.usage.latency_ms = outcome.total_ms or 0
+        if self.served is not None:
+            count_model_answer(self.served.name, outcome)
+        # A curated reply is not cached: it is as cheap as a cache hit, and an operator's edit applies at once.
+        # Nor is a fallback's answer: it was not the model asked for (its key's).
+        reusable = (
+            outcome.status == Message.Status.COMPLETE
+            and not outcome.cached
+            and outcome.model != CURATED
+            and not self.fell_back
+        )
+        cache = bool(reusable and self.cache_key and outcome.content)
+        return self._writes(outcome, cache=cache) if self.stored or cache else None
+
+    async def _writes(self, outcome: Outcome, *, cache: bool) -> None:
+        """The final write (one UPDATE, see store_finish), Redis history, and the cache entry of a complete answer."""
         if self.stored:
             checkpoints.untrack(self.stored.message_id)
             try:
@@ -359,15 +385,7 @@ class _Run(AnswerMaking):
             else:
                 answer_recovery.start_sweeper()
                 await self._append_history(outcome)
-        # A curated reply is not cached: it is as cheap as a cache hit, and an operator's edit applies at once.
-        # Nor is a fallback's answer: it was not the model asked for (its key's).
-        reusable = (
-            outcome.status == Message.Status.COMPLETE
-            and not outcome.cached
-            and outcome.model != CURATED
-            and not self.fell_back
-        )
-        if reusable and self.cache_key and outcome.content:
+        if cache and self.cache_key:
             await quietly(
                 gateway.cache_put(
                     self.cache_key,
@@ -382,12 +400,6 @@ class _Run(AnswerMaking):
                     generation=self.admission.cache_generation if self.admission else None,
                 )
             )
-        self.usage = (outcome.prompt_tokens, 0 if outcome.cached else outcome.completion_tokens)
-        if self.admission is not None:
-            self.admission.usage.error = outcome.error is not None
-            self.admission.usage.latency_ms = outcome.total_ms or 0
-        if self.served is not None:
-            count_model_answer(self.served.name, outcome)
 
     async def _append_history(self, outcome: Outcome) -> None:
         """The exchange onto the conversation's Redis history (not for a regenerated answer)."""
