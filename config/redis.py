@@ -55,12 +55,6 @@ def get_redis() -> aioredis.Redis:
 
     With REDIS_CLUSTER=1, REDIS_URL names one node of a Redis Cluster and the client is a
     RedisCluster (same command API; keys of one operation must share a hash slot).
-
-    The client has no socket timeout: every caller bounds its whole exchange with an asyncio
-    timeout instead (``chat.gateway.redis_async``, ``chat.history``, /readyz's probe bound),
-    and a cancelled read closes its connection (redis-py), so no reply is left on a pooled
-    socket. On Python 3.11 redis-py applies a socket timeout with ``asyncio.wait_for``, a task
-    of its own for every write of the request path (#17).
     """
     if not settings.REDIS_URL:
         raise RuntimeError("REDIS_URL is not configured")
@@ -72,7 +66,7 @@ def get_redis() -> aioredis.Redis:
         client = RedisCluster.from_url(
             settings.REDIS_URL,
             socket_connect_timeout=settings.REDIS_TIMEOUT,
-            socket_timeout=None,  # the caller's bound (see the docstring)
+            socket_timeout=settings.REDIS_TIMEOUT,
             decode_responses=False,
         )
         per_loop[(settings.REDIS_URL, cluster)] = client
@@ -84,7 +78,7 @@ def get_redis() -> aioredis.Redis:
             max_connections=settings.REDIS_MAX_CONNECTIONS,
             timeout=settings.REDIS_TIMEOUT,
             socket_connect_timeout=settings.REDIS_TIMEOUT,
-            socket_timeout=None,  # the caller's bound (see the docstring)
+            socket_timeout=settings.REDIS_TIMEOUT,
             health_check_interval=30,
             retry=reconnect_once(),
             decode_responses=False,
