@@ -347,7 +347,6 @@ class _Run(AnswerMaking):
         else:
             yield self._end(outcome)
 
-    @tracing.span("chat.final_write")
     def _finish(self, outcome: Outcome) -> Coroutine[Any, Any, None] | None:
         """The answer's figures and usage, now; its writes (``_writes``) as a coroutine to
         shield, or None when there are none (an answer neither stored nor cached: most of the
@@ -372,6 +371,7 @@ class _Run(AnswerMaking):
         cache = bool(reusable and self.cache_key and outcome.content)
         return self._writes(outcome, cache=cache) if self.stored or cache else None
 
+    @tracing.span("chat.final_write")
     async def _writes(self, outcome: Outcome, *, cache: bool) -> None:
         """The final write (one UPDATE, see store_finish), Redis history, and the cache entry of a complete answer."""
         if self.stored:
