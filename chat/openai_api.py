@@ -21,7 +21,7 @@ the logic is in ``chat.services`` (model_routing, embeddings, answer_pipeline).
 
 from __future__ import annotations
 
-import random
+import secrets
 from typing import Any
 
 import orjson
@@ -103,7 +103,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return openai_error_response(first.error)
     # The model group that answers (the one asked for, or its fallback); Start names it.
     model = first.model or validated.model or "default"
-    completion_id = f"chatcmpl-{random.getrandbits(128):032x}"  # a name, not a secret
+    completion_id = f"chatcmpl-{secrets.token_hex(16)}"
     if validated.stream:
         stream = ChunkWriter(completion_id, model, include_usage=validated.include_usage)
         response = StreamingHttpResponse(stream.render(first, events), content_type="text/event-stream")

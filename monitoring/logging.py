@@ -22,8 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import random
 import re
+import secrets
 import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -57,10 +57,8 @@ def get_request_id() -> str | None:
 
 
 def new_request_id() -> str:
-    # 32 random hex digits, as uuid4().hex was, without its getrandom system call: an id names
-    # a request, it guards nothing (a client may send its own). ``random`` is reseeded in every
-    # forked worker, so workers do not repeat each other's ids.
-    return f"{random.getrandbits(128):032x}"
+    # 32 random hex digits, as uuid4().hex was, for a quarter of its cost (no UUID object).
+    return secrets.token_hex(16)
 
 
 def accept_request_id(raw: str | bytes | None) -> str:

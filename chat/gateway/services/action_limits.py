@@ -11,7 +11,7 @@ on the chat path. Redis down: the per-process limiter, as for chat requests.
 from __future__ import annotations
 
 import logging
-import random
+import secrets
 
 from django.conf import settings
 
@@ -83,7 +83,7 @@ def check_action_sync(checks: list[limiter.Check]) -> None:
     """Record one action against ``checks``; raises RateLimited (429) when one is used up."""
     if not checks:
         return
-    member = f"{random.getrandbits(64):016x}"
+    member = secrets.token_hex(8)
     if not redis_usable():
         err = _local(checks, member)
     else:
@@ -105,7 +105,7 @@ async def check_action(checks: list[limiter.Check]) -> None:
     """``check_action_sync`` for the event loop (the websocket's connect)."""
     if not checks:
         return
-    member = f"{random.getrandbits(64):016x}"
+    member = secrets.token_hex(8)
     if not redis_usable():
         err = _local(checks, member)
     else:

@@ -33,7 +33,7 @@ timeout per interval, not one per request.
 from __future__ import annotations
 
 import logging
-import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,7 +226,7 @@ async def _admit(subject: Subject, *, cache_key: str | None, model: Any) -> Admi
     revocation = bool(subject.revocation_prefix) and subject.api_key_id is not None
     if not checks and not cache_key and not revocation and not spend:
         return _untracked(subject, model)
-    member = f"{random.getrandbits(64):016x}"  # this request's entry in the window sets (unique, not secret)
+    member = secrets.token_hex(8)  # this request's entry in the window sets
 
     if not redis_usable():
         if revocation:
