@@ -28,20 +28,19 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError
 
-from chat import checkpoints
 from chat import history as chat_history
 from chat.answering.curated import best_match
 from chat.answering.extractive import extractive_answer
 from chat.asyncdb import db
 from chat.errors import ContextLengthExceeded, InternalError, PlatformError, StorageUnavailable
 from chat.gateway import services as gateway
-from chat.gateway.types import Admission, CachedAnswer, Subject
+from chat.gateway.types import Admission, Subject
 from chat.models import AnswerMode, Conversation, Message
 from chat.prompt import Prompt, PromptTooLong, Source, estimate_tokens, map_citations
-from chat.services import answer_recovery
 from chat.services.answer_making import CURATED, EXTRACTIVE, NOT_FOUND, AnswerMaking, pieces, quietly, too_long
 from chat.services.answer_plan import Plan, cache_key, generation_params, prepare_complete, prepare_reply
-from chat.services.answer_store import Outcome, Stored, store_finish, store_start
+from chat.services.answer_store import Outcome, Stored, store_start
+from chat.services.answer_writes import write_answer
 from chat.services.model_routing import (
     Candidate,
     ModelChoice,
@@ -348,7 +347,7 @@ class _Run(AnswerMaking):
             yield self._end(outcome)
 
     def _finish(self, outcome: Outcome) -> Coroutine[Any, Any, None] | None:
-        """The answer's figures and usage, now; its writes (``_writes``) as a coroutine to
+        """The answer's figures and usage, now; its writes (``write_answer``) as a coroutine to
         shield, or None when there are none (an answer neither stored nor cached: most of the
         OpenAI-compatible API's, whose shield was a task per request)."""
         outcome.total_ms = self._ms()
@@ -368,49 +367,16 @@ class _Run(AnswerMaking):
             and outcome.model != CURATED
             and not self.fell_back
         )
-        cache = bool(reusable and self.cache_key and outcome.content)
-        return self._writes(outcome, cache=cache) if self.stored or cache else None
-
-    @tracing.span("chat.final_write")
-    async def _writes(self, outcome: Outcome, *, cache: bool) -> None:
-        """The final write (one UPDATE, see store_finish), Redis history, and the cache entry of a complete answer."""
-        if self.stored:
-            checkpoints.untrack(self.stored.message_id)
-            try:
-                await db(store_finish)(self.stored, outcome)
-            except (OperationalError, InterfaceError):
-                # The database is unreachable, and the user has the answer: write it when the
-                # database is back (chat.services.answer_recovery; history refills then).
-                answer_recovery.defer(self.stored, outcome)
-            else:
-                answer_recovery.start_sweeper()
-                await self._append_history(outcome)
-        if cache and self.cache_key:
-            await quietly(
-                gateway.cache_put(
-                    self.cache_key,
-                    CachedAnswer(
-                        content=outcome.content,
-                        citations=outcome.citations,
-                        model=outcome.model,
-                        prompt_tokens=outcome.prompt_tokens,
-                        completion_tokens=outcome.completion_tokens,
-                        chunks=tuple(outcome.chunks) if outcome.chunks else None,
-                    ),
-                    generation=self.admission.cache_generation if self.admission else None,
-                )
-            )
-
-    async def _append_history(self, outcome: Outcome) -> None:
-        """The exchange onto the conversation's Redis history (not for a regenerated answer)."""
-        if self.stored is None or (self.plan and self.plan.regenerate):
-            return
-        items = []
-        question = self.plan.question if self.plan else ""
-        if self.stored.user_message_id is not None:
-            items.append({"id": self.stored.user_message_id, "role": "user", "content": question})
-        items.append({"id": self.stored.message_id, "role": "assistant", "content": outcome.content})
-        await chat_history.append_history(self.stored.conversation_id, items, new=self.stored.new_conversation)
+        cache_key = self.cache_key if reusable and outcome.content else None
+        if not self.stored and not cache_key:
+            return None
+        return write_answer(
+            outcome,
+            stored=self.stored,
+            plan=self.plan,
+            cache_key=cache_key,
+            cache_generation=self.admission.cache_generation if self.admission else None,
+        )
 
     async def _settle(self) -> None:
         if self.admission is None:
