@@ -192,9 +192,8 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Re-index selected documents"), permissions=["change"])
     def reindex_documents(self, request, queryset) -> None:
-        for document in queryset:
-            document_request_reindex(document=document)
-        self.message_user(request, _("%(n)d re-index job(s) queued.") % {"n": queryset.count()}, messages.SUCCESS)
+        queued = sum(document_request_reindex(document=document) is not None for document in queryset)
+        self.message_user(request, _("%(n)d re-index job(s) queued.") % {"n": queued}, messages.SUCCESS)
 
     @admin.action(description=_("Delete selected documents (and their index entries)"), permissions=["delete"])
     def delete_documents(self, request, queryset) -> None:

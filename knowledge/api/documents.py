@@ -267,6 +267,8 @@ class DocumentReindexView(KnowledgeAPIView):
             raise NotFound(f"No document {pk} in a collection you may read.")
         _writable(self.principal, document.collection)
         job = document_request_reindex(document=document)
+        if job is None:  # deleted since it was read
+            raise NotFound(f"No document {pk} in a collection you may read.")
         job.refresh_from_db()
         return Response(JobOut(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 

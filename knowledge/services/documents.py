@@ -492,9 +492,15 @@ def _sync(
         raise
 
 
-def document_request_reindex(*, document: Document) -> Job:
-    """Queue a re-index (re-push stored chunks, or re-ingest the file when there are none)."""
+def document_request_reindex(*, document: Document) -> Job | None:
+    """Queue a re-index (re-push stored chunks, or re-ingest the file when there are none);
+    None when the document was deleted meanwhile."""
     with transaction.atomic():
+        # The row locked first: a delete that comes meanwhile waits for the job to be queued
+        # (the job then outlives it, skipped). Without the lock a delete between the caller's
+        # read and this insert failed the insert's foreign key at commit: a 500.
+        if not list(Document.objects.select_for_update().filter(pk=document.pk).values_list("pk", flat=True)):
+            return None
         return jobs.enqueue(kind=Job.Kind.REINDEX_DOCUMENT, document=document)
 
 

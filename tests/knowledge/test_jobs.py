@@ -13,7 +13,7 @@ from django.utils import timezone
 from knowledge import jobs
 from knowledge.models import Document, Job
 from knowledge.search import get_search_backend, reset_backends
-from knowledge.services import document_delete, document_upload, retrieve_sync
+from knowledge.services import document_delete, document_request_reindex, document_upload, retrieve_sync
 from knowledge.types import SearchFilters
 from tests.knowledge.files import make_pdf
 
@@ -112,6 +112,15 @@ def test_a_job_for_a_deleted_document_is_skipped(queued, collection):
     jobs.work(once=True)
     job = Job.objects.get(pk=result.job.pk)
     assert job.status == Job.Status.DONE and job.message.startswith("skipped")
+
+
+def test_a_reindex_of_a_document_deleted_since_it_was_read_queues_nothing(queued, collection):
+    # A REST reindex racing a delete (schemathesis found it with two workers): the view read the
+    # document, the delete committed, then the job's insert failed its foreign key at commit (500).
+    stale = document_upload(collection=collection, filename="a.txt", data="빈집 안내문입니다.".encode()).document
+    Document.objects.filter(pk=stale.pk).delete()
+    assert document_request_reindex(document=stale) is None
+    assert not Job.objects.filter(kind=Job.Kind.REINDEX_DOCUMENT).exists()
 
 
 def test_jobs_of_a_dead_worker_are_requeued(queued, collection):
