@@ -516,6 +516,10 @@ def document_delete(*, document: Document) -> None:
     file_name = document.file.name
     storage = document.file.storage
     with transaction.atomic():
+        # The row locked first, as document_request_reindex does: a job queued for the document
+        # meanwhile commits before this delete collects its jobs (and is kept, document unset),
+        # not after (its foreign key then failed this delete at commit: a 500 schemathesis found).
+        list(Document.objects.select_for_update().filter(pk=document_id).values_list("pk", flat=True))
         document.delete()
         if index_failed:
             jobs.enqueue(kind=Job.Kind.DELETE_FROM_INDEX, payload={"document_id": document_id})
