@@ -174,6 +174,12 @@ RETRIEVAL_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 DOCUMENTS_INDEXED = Counter("knowledge_chunks_indexed_total", "Chunks written to the search index.", ["backend"])
+SEARCH_PARTIAL = Counter(
+    "knowledge_search_partial_total",
+    "Elasticsearch searches some shards did not answer (search: search, texts, names), "
+    "by what one more try gave (after_retry: whole, partial).",
+    ["search", "after_retry"],
+)
 
 # --- gateway controls ---------------------------------------------------------
 CACHE_REQUESTS = Counter("response_cache_requests_total", "Response cache lookups by result.", ["result"])

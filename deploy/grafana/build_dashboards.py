@@ -659,6 +659,16 @@ def cache_search() -> dict:
                 queries(*quantiles("retrieval_duration_seconds", "stage, backend", "{{stage}} {{backend}}", (0.95,))),
                 "s",
             ),
+            timeseries(
+                "Partial searches: some shards did not answer (made again: whole, or served partial)",
+                queries(
+                    (
+                        f"sum by (search, after_retry) (rate(knowledge_search_partial_total[{RI}]))",
+                        "{{search}} {{after_retry}}",
+                    )
+                ),
+                "ops",
+            ),
         ],
         tags=["cache", "search"],
     )

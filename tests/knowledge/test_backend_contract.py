@@ -10,6 +10,7 @@ that is rolled back, and removes from the index whatever it added.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 from django.db import connections
 from django.test import override_settings
+from prometheus_client import REGISTRY
 
 from knowledge.errors import CorruptFile, EmptyFile, UnsupportedFileType
 from knowledge.models import Chunk, Collection, Document, Job
@@ -33,6 +35,7 @@ from knowledge.services import (
 from knowledge.types import SearchFilters
 from tests.knowledge.conftest import SESSION_ALIAS, backend_settings
 from tests.knowledge.files import make_docx, make_pdf
+from tests.knowledge.partial_shards import PartialShards
 
 KST = dt.timezone(dt.timedelta(hours=9))
 
@@ -387,6 +390,11 @@ class TestLocalBackend(BackendContract):
     pytestmark = [pytest.mark.fast, pytest.mark.django_db]
 
 
+def _partial_count(search: str, after_retry: str) -> float:
+    labels = {"search": search, "after_retry": after_retry}
+    return REGISTRY.get_sample_value("knowledge_search_partial_total", labels) or 0.0
+
+
 class TestElasticsearchBackend(BackendContract):
     backend = "elasticsearch"
     pytestmark = [pytest.mark.services, pytest.mark.django_db]
@@ -412,6 +420,42 @@ class TestElasticsearchBackend(BackendContract):
         with pytest.raises(SearchUnavailable):
             retrieve_sync("빈집", top_k=3)
         assert time.perf_counter() - started < 5
+
+    def test_a_search_a_shard_failed_once_is_made_again_and_whole(self, world, settings):
+        """As a search is while a node dies (tests/topology kills one): partial once, then whole."""
+        es = world.backends["elasticsearch"]
+        with PartialShards(es["URLS"][0], spoil=1) as proxy:
+            settings.SEARCH_BACKENDS = {**world.backends, "elasticsearch": {**es, "URLS": [proxy.url]}}
+            reset_backends()
+            before = _partial_count("search", "whole")
+            results = retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
+        assert proxy.spoiled == 1
+        assert self.ids(results)[0] == world.docs["ko_txt"].pk
+        assert _partial_count("search", "whole") == before + 1
+
+    def test_a_search_some_shards_never_answer_is_served_from_the_shards_that_did(self, world, caplog):
+        """A red index behind the alias (its one shard can be allocated nowhere): made again, still
+        partial, then served from the index that answered, counted and logged."""
+        backend = get_search_backend()
+        concrete = backend.info().concrete_index
+        mappings = backend.client.indices.get_mapping(index=concrete)[concrete]["mappings"]
+        red = f"{concrete}-red"
+        backend.client.indices.create(
+            index=red,
+            settings={"number_of_shards": 1, "number_of_replicas": 0, "index.routing.allocation.require._name": "-"},
+            mappings=mappings,
+            wait_for_active_shards="0",
+        )
+        try:
+            backend.client.indices.put_alias(index=red, name=backend.alias)
+            before = _partial_count("search", "partial")
+            with caplog.at_level(logging.WARNING, logger="knowledge.search.elasticsearch.partial"):
+                results = retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
+        finally:
+            backend.client.indices.delete(index=red)
+        assert self.ids(results)[0] == world.docs["ko_txt"].pk and results[0].chunk.text
+        assert _partial_count("search", "partial") == before + 1
+        assert "partial twice" in caplog.text and "shards failed" in caplog.text
 
 
 class TestElasticsearchBigramBackend(BackendContract):

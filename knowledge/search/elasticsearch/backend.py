@@ -64,6 +64,7 @@ from knowledge.search.elasticsearch.analysis import (
     own_script_count,
     resolve_analyzer,
 )
+from knowledge.search.elasticsearch.partial import searched, searched_sync
 from knowledge.text import NameLookup, is_name, name_lookups
 from knowledge.types import ChunkRef, SearchFilters
 from monitoring.health import Degraded
@@ -78,6 +79,11 @@ def _recorded_analyzer(mapping_body: dict[str, Any]) -> str:
     """The analyzer in the ``_meta`` of a get-mapping answer (indexes made before it was recorded: standard)."""
     metas = [m["mappings"].get("_meta", {}) for m in mapping_body.values()]
     return str(metas[0].get("analyzer") or "standard") if metas else "standard"
+
+
+def _bodies(responses: list) -> list[dict[str, Any]]:
+    """The JSON bodies of an ``_msearch``'s responses (``elasticsearch.dsl`` wraps them)."""
+    return [response.to_dict() for response in responses]
 
 
 @contextlib.contextmanager
@@ -450,12 +456,16 @@ class SearchBackend(BaseSearchBackend):
         if not missing:
             return chunks
         with _translate_errors("chunk texts"):
-            body = await self.async_client().search(
-                index=self.alias,
-                query={"terms": {"chunk_id": missing}},
-                source=["chunk_id", "content"],
-                size=len(missing),
-                timeout=f"{int(self.timeout * 1000)}ms",
+            body, _ = await searched(
+                "texts",
+                lambda: self.async_client().search(
+                    index=self.alias,
+                    query={"terms": {"chunk_id": missing}},
+                    source=["chunk_id", "content"],
+                    size=len(missing),
+                    timeout=f"{int(self.timeout * 1000)}ms",
+                ),
+                lambda answer: [answer.body],
             )
         texts = {int(h["_source"]["chunk_id"]): h["_source"].get("content", "") for h in body["hits"]["hits"]}
         return [replace(c, text=texts.get(c.chunk_id, c.text)) if not c.text else c for c in chunks]
@@ -469,7 +479,8 @@ class SearchBackend(BaseSearchBackend):
         for search in self._searches(query, analyzer, names):
             multi = multi.add(search)
         with _translate_errors("search"):
-            return self._result(query, await multi.execute(), names)
+            responses, _ = await searched("search", lambda: multi.execute(ignore_cache=True), _bodies)
+        return self._result(query, responses, names)
 
     def search_sync(self, query: SearchQuery) -> SearchResult:
         if query.filters.collection_ids is not None and not query.filters.collection_ids:
@@ -480,7 +491,8 @@ class SearchBackend(BaseSearchBackend):
         for search in self._searches(query, analyzer, names):
             multi = multi.add(search)
         with _translate_errors("search"):
-            return self._result(query, multi.execute(), names)
+            responses, _ = searched_sync("search", lambda: multi.execute(ignore_cache=True), _bodies)
+        return self._result(query, responses, names)
 
     async def _name_words(self, text: str) -> list[NameLookup]:
         """The question's words that are names (``knowledge.text.is_name``), counted once per word and cached.
@@ -493,17 +505,22 @@ class SearchBackend(BaseSearchBackend):
         if unknown:
             client = self.async_client()
             with _translate_errors("name counts"):
-                answer = await client.msearch(body=self._count_body(unknown))
-            self._remember_verdicts(unknown, answer["responses"])
+                answer, whole = await searched(
+                    "names", lambda: client.msearch(body=self._count_body(unknown)), lambda a: a["responses"]
+                )
+            self._remember_verdicts(unknown, answer["responses"], whole)
         return [lk for lk in lookups if self._name_verdicts.get(lk.own) is True]
 
     def _name_words_sync(self, text: str) -> list[NameLookup]:
         lookups = name_lookups(text)
         unknown = [lk for lk in lookups if self._name_verdicts.get(lk.own) is MISSING]
         if unknown:
+            client = self.client.options(request_timeout=self.timeout)
             with _translate_errors("name counts"):
-                answer = self.client.options(request_timeout=self.timeout).msearch(body=self._count_body(unknown))
-            self._remember_verdicts(unknown, answer["responses"])
+                answer, whole = searched_sync(
+                    "names", lambda: client.msearch(body=self._count_body(unknown)), lambda a: a["responses"]
+                )
+            self._remember_verdicts(unknown, answer["responses"], whole)
         return [lk for lk in lookups if self._name_verdicts.get(lk.own) is True]
 
     def _count_body(self, lookups: list[NameLookup]) -> list[dict[str, Any]]:
@@ -512,11 +529,13 @@ class SearchBackend(BaseSearchBackend):
             body += [{"index": self.alias}, own_script_count(lookup)]
         return body
 
-    def _remember_verdicts(self, lookups: list[NameLookup], responses: list[dict[str, Any]]) -> None:
+    def _remember_verdicts(self, lookups: list[NameLookup], responses: list[dict[str, Any]], whole: bool) -> None:
+        """Each word's verdict, cached; from partial counts, for this question only (a word stays unknown)."""
         total = responses[0].get("hits", {}).get("total", {}).get("value", 0)
         for lookup, response in zip(lookups, responses[1:], strict=True):
             same_script = response.get("hits", {}).get("total", {}).get("value", 0)
-            self._name_verdicts.set(lookup.own, is_name(same_script, total))
+            if whole:
+                self._name_verdicts.set(lookup.own, is_name(same_script, total))
 
     # --- the analysis an index was built with ------------------------------------------
 
