@@ -1,8 +1,9 @@
-"""An HTTP proxy in front of the real Elasticsearch that makes chosen ``_msearch`` answers partial.
+"""An HTTP proxy in front of the real Elasticsearch that spoils chosen ``_msearch`` answers.
 
-What a node dying mid-search does to a search (its shard's hits missing, ``_shards.failed``
-set, HTTP 200), on demand and exactly once per ``spoil`` count, which a real node kill
-gives only by chance. Everything else is passed through unchanged, over real sockets.
+What a node dying mid-search does to a search, on demand, for the first ``spoil`` matching
+answers, which a real node kill gives only by chance: ``"partial"`` (a shard's hits missing,
+``_shards.failed`` set, HTTP 200) or ``"failed"`` (every search of the answer an error item:
+503, all shards failed). Everything else is passed through unchanged, over real sockets.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ _HOP = {"content-length", "content-encoding", "transfer-encoding", "connection",
 
 
 class PartialShards:
-    def __init__(self, es_url: str, *, spoil: int, when: bytes = b'"knn"') -> None:
+    def __init__(self, es_url: str, *, spoil: int, how: str = "partial", when: bytes = b'"knn"') -> None:
         self.es_url = es_url.rstrip("/")
-        self.spoil = spoil  # how many matching _msearch answers to make partial
+        self.spoil = spoil  # how many matching _msearch answers to spoil
+        self.how = how
         self.when = when  # a matching _msearch's body holds these bytes (default: the hybrid search)
         self.spoiled = 0
         self.msearches = 0
@@ -72,7 +74,8 @@ class PartialShards:
                 self.msearches += 1
                 if self.when in body and self.spoiled < self.spoil and upstream.status == 200:
                     self.spoiled += 1
-                    answer = json.dumps(_partial(json.loads(answer))).encode()
+                    spoiled = (_partial if self.how == "partial" else _failed)(json.loads(answer))
+                    answer = json.dumps(spoiled).encode()
             return web.Response(status=upstream.status, body=answer, headers=back)
 
 
@@ -84,4 +87,11 @@ def _partial(msearch: dict) -> dict:
         shards["successful"] = max(0, shards["total"] - 1)
         shards["failures"] = [{"shard": 0, "index": "spoiled", "reason": {"type": "node_disconnected_exception"}}]
         response["hits"]["hits"] = []
+    return msearch
+
+
+def _failed(msearch: dict) -> dict:
+    """Every search of the answer an error item, as when no copy of any shard answered a phase."""
+    error = {"type": "search_phase_execution_exception", "reason": "all shards failed", "phase": "fetch"}
+    msearch["responses"] = [{"error": {"root_cause": [], **error}, "status": 503} for _ in msearch["responses"]]
     return msearch

@@ -433,6 +433,25 @@ class TestElasticsearchBackend(BackendContract):
         assert self.ids(results)[0] == world.docs["ko_txt"].pk
         assert _partial_count("search", "whole") == before + 1
 
+    def test_a_search_no_shard_answered_once_is_made_again_and_whole_twice_is_unavailable(self, world, settings):
+        from knowledge.errors import SearchUnavailable
+
+        es = world.backends["elasticsearch"]
+        for spoil in (1, 2):
+            with PartialShards(es["URLS"][0], spoil=spoil, how="failed") as proxy:
+                settings.SEARCH_BACKENDS = {**world.backends, "elasticsearch": {**es, "URLS": [proxy.url]}}
+                reset_backends()
+                whole, failed = _partial_count("search", "whole"), _partial_count("search", "failed")
+                if spoil == 1:
+                    results = retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
+                    assert self.ids(results)[0] == world.docs["ko_txt"].pk
+                    assert _partial_count("search", "whole") == whole + 1
+                else:
+                    with pytest.raises(SearchUnavailable, match=r"\(503\): all shards failed"):
+                        retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
+                    assert _partial_count("search", "failed") == failed + 1
+            assert proxy.spoiled == spoil
+
     def test_a_search_some_shards_never_answer_is_served_from_the_shards_that_did(self, world, caplog):
         """A red index behind the alias (its one shard can be allocated nowhere): made again, still
         partial, then served from the index that answered, counted and logged."""

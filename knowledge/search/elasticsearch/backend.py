@@ -64,7 +64,7 @@ from knowledge.search.elasticsearch.analysis import (
     own_script_count,
     resolve_analyzer,
 )
-from knowledge.search.elasticsearch.partial import searched, searched_sync
+from knowledge.search.elasticsearch.partial import described, searched, searched_sync
 from knowledge.text import NameLookup, is_name, name_lookups
 from knowledge.types import ChunkRef, SearchFilters
 from monitoring.health import Degraded
@@ -93,7 +93,8 @@ def _translate_errors(what: str) -> Iterator[None]:
     except NotFoundError as exc:
         raise IndexMissing(f"Elasticsearch {what}: index not found ({exc.message})") from exc
     except ApiError as exc:
-        raise SearchUnavailable(f"Elasticsearch {what} failed ({exc.meta.status}): {exc.message}") from exc
+        status, reason = described(exc)
+        raise SearchUnavailable(f"Elasticsearch {what} failed ({status}): {reason}") from exc
     except TransportError as exc:
         raise SearchUnavailable(f"Elasticsearch {what} failed: {type(exc).__name__}: {exc.message}") from exc
 

@@ -8,7 +8,11 @@ to the copy that answered first, and fail with it. The same search made again a 
 is whole. So: one more try. A search still partial after it (both copies of a shard gone: a
 red index, or a shard timing out) is served as it is, logged and counted: the shards that
 answered still hold true sources, and no sources at all would be the worse answer.
-``knowledge_search_partial_total{search, after_retry}`` counts both outcomes.
+
+When no shard answers a phase, the ``_msearch`` item is an error (5xx, "all shards
+failed") rather than a partial answer: the same one more try, then the error as before.
+``knowledge_search_partial_total{search, after_retry}`` counts the outcomes (whole,
+partial, failed).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
+
+from elasticsearch import ApiError
 
 from monitoring.metrics import SEARCH_PARTIAL
 
@@ -35,6 +41,26 @@ def shortfall(responses: Iterable[Mapping[str, Any]]) -> str | None:
     return None
 
 
+def described(exc: ApiError) -> tuple[int, str]:
+    """An API error's status and reason; an ``_msearch`` item's error comes with the whole request's
+    meta (200) and no message: its own status and reason are in its body."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    reason = (error.get("reason") or error.get("type")) if isinstance(error, dict) else None
+    return int(body.get("status") or exc.meta.status), str(reason or exc.message)
+
+
+def _server_side(exc: ApiError) -> str | None:
+    """Why a search failed, when the server may answer it the next time (None: a 4xx, final)."""
+    status, reason = described(exc)
+    return f"failed ({status}): {reason}" if status >= 500 or status == 429 else None
+
+
+def _failed_again(search: str, first: str, exc: ApiError) -> None:
+    SEARCH_PARTIAL.labels(search, "failed").inc()
+    logger.warning("Elasticsearch %s failed twice (%s, then %s)", search, first, _server_side(exc) or exc.message)
+
+
 def _settled(search: str, first: str, again: str | None) -> bool:
     SEARCH_PARTIAL.labels(search, "partial" if again else "whole").inc()
     if again:
@@ -48,12 +74,21 @@ def _settled(search: str, first: str, again: str | None) -> bool:
 async def searched(
     search: str, run: Callable[[], Awaitable[T]], responses: Callable[[T], Iterable[Mapping[str, Any]]]
 ) -> tuple[T, bool]:
-    """``run()``'s answer and whether it is whole, made a second time when the first was partial."""
-    answer = await run()
-    first = shortfall(responses(answer))
-    if first is None:
-        return answer, True
-    answer = await run()
+    """``run()``'s answer and whether it is whole, made a second time when the first was partial or
+    failed on the server. The second one's error is raised."""
+    try:
+        answer = await run()
+    except ApiError as exc:
+        if (first := _server_side(exc)) is None:
+            raise
+    else:
+        if (first := shortfall(responses(answer))) is None:
+            return answer, True
+    try:
+        answer = await run()
+    except ApiError as exc:
+        _failed_again(search, first, exc)
+        raise
     return answer, _settled(search, first, shortfall(responses(answer)))
 
 
@@ -61,9 +96,17 @@ def searched_sync(
     search: str, run: Callable[[], T], responses: Callable[[T], Iterable[Mapping[str, Any]]]
 ) -> tuple[T, bool]:
     """``searched`` for the synchronous client."""
-    answer = run()
-    first = shortfall(responses(answer))
-    if first is None:
-        return answer, True
-    answer = run()
+    try:
+        answer = run()
+    except ApiError as exc:
+        if (first := _server_side(exc)) is None:
+            raise
+    else:
+        if (first := shortfall(responses(answer))) is None:
+            return answer, True
+    try:
+        answer = run()
+    except ApiError as exc:
+        _failed_again(search, first, exc)
+        raise
     return answer, _settled(search, first, shortfall(responses(answer)))
