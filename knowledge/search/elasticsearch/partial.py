@@ -67,7 +67,7 @@ def _settled(search: str, first: str, again: str | None) -> bool:
         logger.warning("Elasticsearch %s partial twice (%s, then %s): serving the shards that answered",
                        search, first, again)  # fmt: skip
     else:
-        logger.info("Elasticsearch %s was partial (%s); whole when made again", search, first)
+        logger.warning("Elasticsearch %s was partial (%s); whole when made again", search, first)
     return again is None
 
 
