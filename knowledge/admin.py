@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from config.errors import NotFound
 from knowledge.errors import KnowledgeError
 from knowledge.models import Chunk, Collection, Document, Job
 from knowledge.parsing import SUPPORTED_TYPES
@@ -185,7 +186,10 @@ class DocumentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj: Document, form, change: bool) -> None:
         changed = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
         if changed:
-            document_update_metadata(document=obj, **changed)
+            try:
+                document_update_metadata(document=obj, **changed)
+            except NotFound as exc:  # deleted by someone else while this form was open
+                self.message_user(request, str(exc), messages.ERROR)
 
     def delete_model(self, request, obj: Document) -> None:
         document_delete(document=obj)

@@ -20,6 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from config.errors import NotFound
 from knowledge import jobs
 from knowledge.errors import InvalidUpload, KnowledgeError
 from knowledge.models import Collection, Document, Job
@@ -308,6 +309,21 @@ def document_upload(
         raise exc.errors[0][1] from None
 
 
+def _lock_row(document_id: int) -> bool:
+    """Lock a document's row for the caller's transaction; False when it is gone.
+
+    Every write to an existing document takes this lock first, so a delete and a write of one
+    document run one after the other. Without it, a write that lost the race to a delete either
+    failed a queued job's foreign key at commit (a 500) or, through ``save()``'s INSERT fallback,
+    brought the deleted row back.
+    """
+    return bool(list(Document.objects.select_for_update().filter(pk=document_id).values_list("pk", flat=True)))
+
+
+def _gone(document: Document) -> NotFound:
+    return NotFound(f"Document {document.pk} was deleted while this request ran.")
+
+
 def _swap_file(
     document: Document, filename: str, file_type: str, digest: str, data: bytes, stored_files: list[tuple[Any, str]]
 ) -> Job:
@@ -338,6 +354,8 @@ def document_replace_file(*, document: Document, filename: str, data: bytes, con
     stored_files: list[tuple[Any, str]] = []
     try:
         with transaction.atomic():
+            if not _lock_row(document.pk):
+                raise _gone(document)
             job = _swap_file(document, filename, file_type, digest, data, stored_files)
     except BaseException:
         _delete_files(stored_files)
@@ -394,6 +412,8 @@ def document_update_metadata(*, document: Document, **fields: Any) -> Job | None
     """
     try:
         with transaction.atomic():
+            if document.pk is not None and not _lock_row(document.pk):
+                raise _gone(document)
             refresh = _apply_metadata(document, fields)
             job = (
                 jobs.enqueue(kind=Job.Kind.REINDEX_DOCUMENT, document=document)
@@ -496,10 +516,8 @@ def document_request_reindex(*, document: Document) -> Job | None:
     """Queue a re-index (re-push stored chunks, or re-ingest the file when there are none);
     None when the document was deleted meanwhile."""
     with transaction.atomic():
-        # The row locked first: a delete that comes meanwhile waits for the job to be queued
-        # (the job then outlives it, skipped). Without the lock a delete between the caller's
-        # read and this insert failed the insert's foreign key at commit: a 500.
-        if not list(Document.objects.select_for_update().filter(pk=document.pk).values_list("pk", flat=True)):
+        # A delete that comes meanwhile waits for the job to be queued (the job then outlives it, skipped).
+        if not _lock_row(document.pk):
             return None
         return jobs.enqueue(kind=Job.Kind.REINDEX_DOCUMENT, document=document)
 
@@ -516,10 +534,9 @@ def document_delete(*, document: Document) -> None:
     file_name = document.file.name
     storage = document.file.storage
     with transaction.atomic():
-        # The row locked first, as document_request_reindex does: a job queued for the document
-        # meanwhile commits before this delete collects its jobs (and is kept, document unset),
-        # not after (its foreign key then failed this delete at commit: a 500 schemathesis found).
-        list(Document.objects.select_for_update().filter(pk=document_id).values_list("pk", flat=True))
+        # A job queued for the document meanwhile commits before this delete collects its jobs (and
+        # is kept, document unset), not after (its foreign key then failed this delete at commit).
+        _lock_row(document_id)
         document.delete()
         if index_failed:
             jobs.enqueue(kind=Job.Kind.DELETE_FROM_INDEX, payload={"document_id": document_id})

@@ -10,10 +10,18 @@ from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
 
+from config.errors import NotFound
 from knowledge import jobs
 from knowledge.models import Document, Job
 from knowledge.search import get_search_backend, reset_backends
-from knowledge.services import document_delete, document_request_reindex, document_upload, retrieve_sync
+from knowledge.services import (
+    document_delete,
+    document_replace_file,
+    document_request_reindex,
+    document_update_metadata,
+    document_upload,
+    retrieve_sync,
+)
 from knowledge.types import SearchFilters
 from tests.knowledge.files import make_pdf
 
@@ -121,6 +129,19 @@ def test_a_reindex_of_a_document_deleted_since_it_was_read_queues_nothing(queued
     Document.objects.filter(pk=stale.pk).delete()
     assert document_request_reindex(document=stale) is None
     assert not Job.objects.filter(kind=Job.Kind.REINDEX_DOCUMENT).exists()
+
+
+def test_a_replace_or_metadata_change_of_a_document_deleted_since_it_was_read_is_not_found(queued, collection):
+    # The same race for the other writes: save() fell back to an INSERT and brought the deleted
+    # document back (or its job failed the foreign key at commit).
+    stale = document_upload(collection=collection, filename="a.txt", data="빈집 안내문입니다.".encode()).document
+    Document.objects.filter(pk=stale.pk).delete()
+    Job.objects.all().delete()
+    with pytest.raises(NotFound, match="deleted while this request ran"):
+        document_replace_file(document=stale, filename="b.txt", data="새 빈집 안내문입니다.".encode())
+    with pytest.raises(NotFound, match="deleted while this request ran"):
+        document_update_metadata(document=stale, title="새 제목")
+    assert not Document.objects.filter(pk=stale.pk).exists() and not Job.objects.exists()
 
 
 def test_jobs_of_a_dead_worker_are_requeued(queued, collection):
