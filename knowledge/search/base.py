@@ -7,7 +7,7 @@ atomically). ``search`` returns two ranked lists, lexical (BM25) and semantic
 (kNN); fusing them is the retrieval service's job, so every engine fuses the same way.
 
 Write methods are synchronous (the ingestion worker, commands and admin call
-them); ``search`` is async (the request path) and ``search_sync`` serves sync callers.
+them); ``search`` is async (the request path; sync callers use ``retrieve_sync``).
 """
 
 from __future__ import annotations
@@ -146,9 +146,6 @@ class BaseSearchBackend:
     async def with_texts(self, chunks: list[ChunkRef]) -> list[ChunkRef]:
         """``chunks`` with their text (the same order); engines whose hits carry it return them as they are."""
         return chunks
-
-    def search_sync(self, query: SearchQuery) -> SearchResult:
-        raise NotImplementedError
 
     async def ping(self) -> str:
         """Readiness probe: a short detail when usable, raise otherwise."""

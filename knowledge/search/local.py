@@ -348,6 +348,7 @@ class SearchBackend(BaseSearchBackend):
         return snapshot
 
     def search_sync(self, query: SearchQuery) -> SearchResult:
+        """``search`` on the caller's thread (the scoring alone: ``tests/bench/bench_answer_path.py``)."""
         snapshot = self._snapshot()
         if snapshot is None or not snapshot.chunks:
             return SearchResult([], [])

@@ -37,7 +37,7 @@ from elasticsearch import (
     TransportError,
     helpers,
 )
-from elasticsearch.dsl import AsyncMultiSearch, Index, MultiSearch, Q, Search
+from elasticsearch.dsl import AsyncMultiSearch, Index, Q, Search
 
 from config.local_cache import MISSING, LocalCache
 from knowledge.errors import IndexMissing, SearchUnavailable
@@ -64,7 +64,7 @@ from knowledge.search.elasticsearch.analysis import (
     own_script_count,
     resolve_analyzer,
 )
-from knowledge.search.elasticsearch.partial import described, searched, searched_sync
+from knowledge.search.elasticsearch.partial import described, searched
 from knowledge.text import NameLookup, is_name, name_lookups
 from knowledge.types import ChunkRef, SearchFilters
 from monitoring.health import Degraded
@@ -483,18 +483,6 @@ class SearchBackend(BaseSearchBackend):
             responses, _ = await searched("search", lambda: multi.execute(ignore_cache=True), _bodies)
         return self._result(query, responses, names)
 
-    def search_sync(self, query: SearchQuery) -> SearchResult:
-        if query.filters.collection_ids is not None and not query.filters.collection_ids:
-            return SearchResult([], [])
-        analyzer = self.index_analyzer(self.alias)
-        names = self._name_words_sync(query.text) if query.lexical else []
-        multi = MultiSearch(index=self.alias, using=self.client.options(request_timeout=self.timeout))
-        for search in self._searches(query, analyzer, names):
-            multi = multi.add(search)
-        with _translate_errors("search"):
-            responses, _ = searched_sync("search", lambda: multi.execute(ignore_cache=True), _bodies)
-        return self._result(query, responses, names)
-
     async def _name_words(self, text: str) -> list[NameLookup]:
         """The question's words that are names (``knowledge.text.is_name``), counted once per word and cached.
 
@@ -507,18 +495,6 @@ class SearchBackend(BaseSearchBackend):
             client = self.async_client()
             with _translate_errors("name counts"):
                 answer, whole = await searched(
-                    "names", lambda: client.msearch(body=self._count_body(unknown)), lambda a: a["responses"]
-                )
-            self._remember_verdicts(unknown, answer["responses"], whole)
-        return [lk for lk in lookups if self._name_verdicts.get(lk.own) is True]
-
-    def _name_words_sync(self, text: str) -> list[NameLookup]:
-        lookups = name_lookups(text)
-        unknown = [lk for lk in lookups if self._name_verdicts.get(lk.own) is MISSING]
-        if unknown:
-            client = self.client.options(request_timeout=self.timeout)
-            with _translate_errors("name counts"):
-                answer, whole = searched_sync(
                     "names", lambda: client.msearch(body=self._count_body(unknown)), lambda a: a["responses"]
                 )
             self._remember_verdicts(unknown, answer["responses"], whole)
