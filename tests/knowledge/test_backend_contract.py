@@ -468,7 +468,7 @@ class TestElasticsearchBackend(BackendContract):
         try:
             backend.client.indices.put_alias(index=red, name=backend.alias)
             before = _partial_count("search", "partial")
-            with caplog.at_level(logging.WARNING, logger="knowledge.search.elasticsearch.partial"):
+            with caplog.at_level(logging.WARNING, logger="knowledge.search.elasticsearch.failures"):
                 results = retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
         finally:
             backend.client.indices.delete(index=red)

@@ -19,84 +19,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from elasticsearch import (
-    ApiError,
     AsyncElasticsearch,
     Elasticsearch,
     NotFoundError,
-    TransportError,
     helpers,
 )
-from elasticsearch.dsl import AsyncMultiSearch, Index, Q, Search
+from elasticsearch.dsl import AsyncMultiSearch, Index
 
 from config.local_cache import MISSING, LocalCache
-from knowledge.errors import IndexMissing, SearchUnavailable
+from knowledge.errors import SearchUnavailable
 from knowledge.search.base import (
     BaseSearchBackend,
     IndexedChunk,
     IndexInfo,
-    SearchHit,
     SearchQuery,
     SearchResult,
     new_index_name,
 )
 from knowledge.search.elasticsearch.analysis import (
-    BIGRAM,
     NAMES_FIELD,
-    SOURCE_EXCLUDES,
-    TERMS_FIELD,
-    bigram_terms,
     has_nori,
-    lexical_query,
     mapping,
-    names_of,
-    names_query,
-    own_script_count,
     resolve_analyzer,
 )
-from knowledge.search.elasticsearch.partial import described, searched
-from knowledge.text import NameLookup, is_name, name_lookups
-from knowledge.types import ChunkRef, SearchFilters
+from knowledge.search.elasticsearch.failures import answer_bodies, searched, translated
+from knowledge.search.elasticsearch.wire import (
+    chunk_source,
+    name_count_searches,
+    name_verdicts,
+    question_searches,
+    recorded_analyzer,
+    search_result,
+)
+from knowledge.text import NameLookup, name_lookups
+from knowledge.types import ChunkRef
 from monitoring.health import Degraded
 
 logger = logging.getLogger(__name__)
 
 ANALYZER_CACHE_S = 60.0
 NAME_VERDICT_CACHE_S = 300.0
-
-
-def _recorded_analyzer(mapping_body: dict[str, Any]) -> str:
-    """The analyzer in the ``_meta`` of a get-mapping answer (indexes made before it was recorded: standard)."""
-    metas = [m["mappings"].get("_meta", {}) for m in mapping_body.values()]
-    return str(metas[0].get("analyzer") or "standard") if metas else "standard"
-
-
-def _bodies(responses: list) -> list[dict[str, Any]]:
-    """The JSON bodies of an ``_msearch``'s responses (``elasticsearch.dsl`` wraps them)."""
-    return [response.to_dict() for response in responses]
-
-
-@contextlib.contextmanager
-def _translate_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except NotFoundError as exc:
-        raise IndexMissing(f"Elasticsearch {what}: index not found ({exc.message})") from exc
-    except ApiError as exc:
-        status, reason = described(exc)
-        raise SearchUnavailable(f"Elasticsearch {what} failed ({status}): {reason}") from exc
-    except TransportError as exc:
-        raise SearchUnavailable(f"Elasticsearch {what} failed: {type(exc).__name__}: {exc.message}") from exc
 
 
 class SearchBackend(BaseSearchBackend):
@@ -170,7 +141,7 @@ class SearchBackend(BaseSearchBackend):
 
     def detect_analyzer(self) -> str:
         """The analysis of new indexes: see ``analysis.resolve_analyzer``."""
-        with _translate_errors("analyzer check"):
+        with translated("analyzer check"):
             return resolve_analyzer(self.analyzer_setting, nori_available=lambda: has_nori(self.client))
 
     def create_index(self) -> str:
@@ -178,7 +149,7 @@ class SearchBackend(BaseSearchBackend):
         index = Index(name)
         index.settings(number_of_shards=self.shards, number_of_replicas=self.replicas)
         index.mapping(mapping(self.detect_analyzer()))
-        with _translate_errors("create index"):
+        with translated("create index"):
             index.create(using=self.client)
         return name
 
@@ -189,7 +160,7 @@ class SearchBackend(BaseSearchBackend):
             return []
 
     def ensure_index(self) -> str:
-        with _translate_errors("ensure index"):
+        with translated("ensure index"):
             targets = self._alias_targets()
             if targets:
                 return targets[0]
@@ -208,7 +179,7 @@ class SearchBackend(BaseSearchBackend):
             return targets[0]
 
     def swap_alias(self, index: str, *, delete_old: bool = True) -> list[str]:
-        with _translate_errors("alias swap"):
+        with translated("alias swap"):
             old = [name for name in self._alias_targets() if name != index]
             actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": self.alias}} for name in old]
             actions.append({"add": {"index": index, "alias": self.alias}})
@@ -221,20 +192,20 @@ class SearchBackend(BaseSearchBackend):
         return old
 
     def delete_index(self, index: str) -> None:
-        with _translate_errors("delete index"):
+        with translated("delete index"):
             self.client.indices.delete(index=index, ignore_unavailable=True)
 
     def list_indexes(self) -> list[str]:
-        with _translate_errors("list indexes"):
+        with translated("list indexes"):
             names = set(self.client.indices.get(index=f"{self.alias}-v*", expand_wildcards="all").body)
             return sorted(names | set(self._alias_targets()))
 
     def refresh(self, index: str | None = None) -> None:
-        with _translate_errors("refresh"):
+        with translated("refresh"):
             self.client.indices.refresh(index=index or self.alias)
 
     def info(self) -> IndexInfo:
-        with _translate_errors("index info"):
+        with translated("index info"):
             targets = self._alias_targets()
             others = [n for n in self.list_indexes() if n not in targets]
             if not targets:
@@ -268,27 +239,6 @@ class SearchBackend(BaseSearchBackend):
 
     # --- writes -------------------------------------------------------------------
 
-    def _source(self, chunk: IndexedChunk, analyzer: str) -> dict[str, Any]:
-        source = {
-            "chunk_id": chunk.chunk_id,
-            "document_id": chunk.document_id,
-            "collection_id": chunk.collection_id,
-            "ordinal": chunk.ordinal,
-            "language": chunk.language,
-            "title": chunk.title,
-            "content": chunk.text,
-            "embedding": np.asarray(chunk.embedding, dtype=np.float32).tolist(),
-            "metadata": {
-                "source": chunk.source,
-                "category": chunk.category,
-                "timestamp": chunk.timestamp.isoformat() if chunk.timestamp else None,
-            },
-        }
-        if analyzer == BIGRAM:
-            source[TERMS_FIELD] = bigram_terms(chunk.title, chunk.text)
-        source[NAMES_FIELD] = names_of(chunk.title, chunk.text)
-        return source
-
     def add_bulk(self, chunks: Iterable[IndexedChunk], *, index: str | None = None) -> int:
         if index is None:
             # Through the alias (never a resolved concrete name, which a concurrent swap
@@ -302,10 +252,10 @@ class SearchBackend(BaseSearchBackend):
         target = index or self.alias
         analyzer = self.index_analyzer(target)
         actions = (
-            {"_op_type": "index", "_index": target, "_id": str(c.chunk_id), "_source": self._source(c, analyzer)}
+            {"_op_type": "index", "_index": target, "_id": str(c.chunk_id), "_source": chunk_source(c, analyzer)}
             for c in chunks
         )
-        with _translate_errors("bulk index"):
+        with translated("bulk index"):
             ok, errors = helpers.bulk(self.client, actions, chunk_size=500, raise_on_error=False, **options)
         if errors:
             raise SearchUnavailable(f"Elasticsearch refused {len(errors)} chunks: {str(errors[0])[:500]}")
@@ -320,7 +270,7 @@ class SearchBackend(BaseSearchBackend):
         if index is None:
             self.ensure_index()
         target = index or self.alias
-        with _translate_errors("delete"):
+        with translated("delete"):
             ids: list[str] = []
             after = None
             while True:
@@ -353,7 +303,7 @@ class SearchBackend(BaseSearchBackend):
         target = index or self.ensure_index()
         counts: dict[int, int] = {}
         after = None
-        with _translate_errors("document counts"):
+        with translated("document counts"):
             while True:
                 composite: dict[str, Any] = {"size": 1000, "sources": [{"d": {"terms": {"field": "document_id"}}}]}
                 if after:
@@ -365,98 +315,14 @@ class SearchBackend(BaseSearchBackend):
                 if not agg["buckets"] or not after:
                     return counts
 
-    # --- reads --------------------------------------------------------------------
-
-    @staticmethod
-    def _filters(filters: SearchFilters) -> list[Q]:
-        clauses: list[Q] = []
-        if filters.collection_ids is not None:
-            clauses.append(Q("terms", collection_id=list(filters.collection_ids)))
-        if filters.source:
-            clauses.append(Q("term", **{"metadata.source": filters.source}))
-        if filters.category:
-            clauses.append(Q("term", **{"metadata.category": filters.category}))
-        if filters.date_from or filters.date_to:
-            bounds = {}
-            if filters.date_from:
-                bounds["gte"] = filters.date_from.isoformat()
-            if filters.date_to:
-                bounds["lte"] = filters.date_to.isoformat()
-            clauses.append(Q("range", **{"metadata.timestamp": bounds}))
-        return clauses
-
-    def _searches(self, query: SearchQuery, analyzer: str, names: list[NameLookup]) -> list[Search]:
-        filters = self._filters(query.filters)
-        searches = []
-        if query.lexical:
-            searches.append(
-                Search(index=self.alias)
-                .query(Q("bool", must=[lexical_query(analyzer, query.text)], filter=filters))
-                .source(excludes=SOURCE_EXCLUDES)
-                .extra(size=query.size, timeout=f"{int(self.timeout * 1000)}ms")
-            )
-        if query.vector is not None:
-            semantic = (
-                Search(index=self.alias)
-                .knn(
-                    field="embedding",
-                    k=query.size,
-                    num_candidates=max(self.num_candidates, query.size),
-                    query_vector=np.asarray(query.vector, dtype=np.float32).tolist(),
-                    filter=Q("bool", filter=filters) if filters else None,
-                )
-                .source(excludes=SOURCE_EXCLUDES)
-                .extra(size=query.size)
-            )
-            searches.append(semantic)
-        if query.lexical and names:
-            searches.append(
-                Search(index=self.alias)
-                .query(Q("bool", must=[names_query(names)], filter=filters))
-                .source(excludes=SOURCE_EXCLUDES)
-                .extra(size=query.size, timeout=f"{int(self.timeout * 1000)}ms")
-            )
-        return searches
-
-    @staticmethod
-    def _hits(response) -> list[SearchHit]:
-        hits = []
-        for hit in response.hits:
-            src = hit.to_dict()
-            meta = src.get("metadata") or {}
-            ts = meta.get("timestamp")
-            hits.append(
-                SearchHit(
-                    ChunkRef(
-                        chunk_id=int(src["chunk_id"]),
-                        document_id=int(src["document_id"]),
-                        collection_id=int(src["collection_id"]),
-                        ordinal=int(src.get("ordinal", 0)),
-                        text=src.get("content", ""),
-                        title=src.get("title", ""),
-                        source=meta.get("source") or "",
-                        category=meta.get("category") or "",
-                        language=src.get("language") or "",
-                        timestamp=dt.datetime.fromisoformat(ts) if ts else None,
-                    ),
-                    float(hit.meta.score),
-                )
-            )
-        return hits
-
-    def _result(self, query: SearchQuery, responses: list, names: list[NameLookup]) -> SearchResult:
-        found = iter(responses)
-        lexical = self._hits(next(found)) if query.lexical else []
-        semantic = self._hits(next(found)) if query.vector is not None else []
-        by_name = self._hits(next(found)) if query.lexical and names else []
-        return SearchResult(lexical, semantic, by_name)
+    # --- reads (the queries and their hits: wire.py) ------------------------------------
 
     async def with_texts(self, chunks: list[ChunkRef]) -> list[ChunkRef]:
         """The kept hits' text, in one search by chunk id (the rankings left it out)."""
         missing = [c.chunk_id for c in chunks if not c.text]
         if not missing:
             return chunks
-        with _translate_errors("chunk texts"):
+        with translated("chunk texts"):
             body, _ = await searched(
                 "texts",
                 lambda: self.async_client().search(
@@ -477,11 +343,14 @@ class SearchBackend(BaseSearchBackend):
         analyzer = await self.live_analyzer()
         names = await self._name_words(query.text) if query.lexical else []
         multi = AsyncMultiSearch(index=self.alias, using=self.async_client())
-        for search in self._searches(query, analyzer, names):
+        searches = question_searches(
+            self.alias, query, analyzer, names, timeout_s=self.timeout, num_candidates=self.num_candidates
+        )
+        for search in searches:
             multi = multi.add(search)
-        with _translate_errors("search"):
-            responses, _ = await searched("search", lambda: multi.execute(ignore_cache=True), _bodies)
-        return self._result(query, responses, names)
+        with translated("search"):
+            responses, _ = await searched("search", lambda: multi.execute(ignore_cache=True), answer_bodies)
+        return search_result(query, responses, names)
 
     async def _name_words(self, text: str) -> list[NameLookup]:
         """The question's words that are names (``knowledge.text.is_name``), counted once per word and cached.
@@ -493,26 +362,13 @@ class SearchBackend(BaseSearchBackend):
         unknown = [lk for lk in lookups if self._name_verdicts.get(lk.own) is MISSING]
         if unknown:
             client = self.async_client()
-            with _translate_errors("name counts"):
-                answer, whole = await searched(
-                    "names", lambda: client.msearch(body=self._count_body(unknown)), lambda a: a["responses"]
-                )
-            self._remember_verdicts(unknown, answer["responses"], whole)
+            body = name_count_searches(self.alias, unknown)
+            with translated("name counts"):
+                answer, whole = await searched("names", lambda: client.msearch(body=body), lambda a: a["responses"])
+            if whole:  # verdicts from partial counts serve this question only (its words stay unknown)
+                for word, verdict in name_verdicts(unknown, answer["responses"]).items():
+                    self._name_verdicts.set(word, verdict)
         return [lk for lk in lookups if self._name_verdicts.get(lk.own) is True]
-
-    def _count_body(self, lookups: list[NameLookup]) -> list[dict[str, Any]]:
-        body: list[dict[str, Any]] = [{"index": self.alias}, {"size": 0, "track_total_hits": True}]
-        for lookup in lookups:
-            body += [{"index": self.alias}, own_script_count(lookup)]
-        return body
-
-    def _remember_verdicts(self, lookups: list[NameLookup], responses: list[dict[str, Any]], whole: bool) -> None:
-        """Each word's verdict, cached; from partial counts, for this question only (a word stays unknown)."""
-        total = responses[0].get("hits", {}).get("total", {}).get("value", 0)
-        for lookup, response in zip(lookups, responses[1:], strict=True):
-            same_script = response.get("hits", {}).get("total", {}).get("value", 0)
-            if whole:
-                self._name_verdicts.set(lookup.own, is_name(same_script, total))
 
     # --- the analysis an index was built with ------------------------------------------
 
@@ -525,7 +381,7 @@ class SearchBackend(BaseSearchBackend):
         """
         cached = self._analyzers.get(index)
         if cached is MISSING:
-            with _translate_errors("index mapping"):
+            with translated("index mapping"):
                 body = self.client.indices.get_mapping(index=index).body
                 for concrete, mapping in body.items():
                     if NAMES_FIELD not in mapping["mappings"].get("properties", {}):
@@ -536,7 +392,7 @@ class SearchBackend(BaseSearchBackend):
                             concrete,
                             NAMES_FIELD,
                         )
-            cached = self._analyzers.set(index, _recorded_analyzer(body))
+            cached = self._analyzers.set(index, recorded_analyzer(body))
         return cached
 
     async def live_analyzer(self) -> str:
@@ -545,13 +401,13 @@ class SearchBackend(BaseSearchBackend):
         cached = self._analyzers.get(self.alias)
         if cached is not MISSING:
             return cached
-        with _translate_errors("index mapping"):
+        with translated("index mapping"):
             body = (await self.async_client().indices.get_mapping(index=self.alias)).body
-        return self._analyzers.set(self.alias, _recorded_analyzer(body))
+        return self._analyzers.set(self.alias, recorded_analyzer(body))
 
     async def ping(self) -> str:
         client = self.async_client()
-        with _translate_errors("ping"):
+        with translated("ping"):
             # Cluster health, not GET / (minimal distributions do not serve the root endpoint).
             health = await client.cluster.health()
             has_alias = await client.indices.exists_alias(name=self.alias)
@@ -564,6 +420,6 @@ class SearchBackend(BaseSearchBackend):
         return detail
 
     def server_version(self) -> str:
-        with _translate_errors("version"):
+        with translated("version"):
             nodes = self.client.nodes.info(node_id="_local", filter_path="nodes.*.version")["nodes"]
         return next(iter(nodes.values()))["version"]

@@ -1,4 +1,10 @@
-"""Searches that only some shards answered: searched once more, then served as they are.
+"""Elasticsearch's failures, made ours: ``translated`` errors, and searches made once more.
+
+``translated`` turns transport and server errors into ``SearchUnavailable`` (``IndexMissing``
+for a missing index), the knowledge app's branch of the platform's error family.
+
+Searches that only some shards answered (``searched``) are made once more, then served as
+they are.
 
 Elasticsearch answers a search whose shards did not all answer with 200 and the hits of the
 shards that did (``allow_partial_search_results`` defaults to true). While a node dies that
@@ -6,10 +12,11 @@ happens to a search even though a replica holds every hit: the query phase moves
 copy of a shard, but the later phases (kNN's query after its dfs phase, every fetch) go back
 to the copy that answered first, and fail with it. The same search made again a moment later
 is whole (measured here: one node of three SIGKILLed under six threads of hybrid ``_msearch``
-gave one partial search among 7,130, and one among 12,396, the rest whole; the topology
-test lost a document from one answer's sources that way in CI). So: one more try. A search still partial after it (both copies of a shard gone: a
-red index, or a shard timing out) is served as it is, logged and counted: the shards that
-answered still hold true sources, and no sources at all would be the worse answer.
+gave one partial search among 7,130, and one among 12,396, the rest whole; the topology test
+lost a document from one answer's sources that way in CI). So: one more try. A search still
+partial after it (both copies of a shard gone: a red index, or a shard timing out) is served
+as it is, logged and counted: the shards that answered still hold true sources, and no
+sources at all would be the worse answer.
 
 When no shard answers a phase, the ``_msearch`` item is an error (5xx, "all shards
 failed") rather than a partial answer: the same one more try, then the error as before.
@@ -19,17 +26,38 @@ partial, failed).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from elasticsearch import ApiError
+from elasticsearch import ApiError, NotFoundError, TransportError
 
+from knowledge.errors import IndexMissing, SearchUnavailable
 from monitoring.metrics import SEARCH_PARTIAL
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Raise Elasticsearch's errors as ``SearchUnavailable`` (``IndexMissing``), ``what`` failing."""
+    try:
+        yield
+    except NotFoundError as exc:
+        raise IndexMissing(f"Elasticsearch {what}: index not found ({exc.message})") from exc
+    except ApiError as exc:
+        status, reason = described(exc)
+        raise SearchUnavailable(f"Elasticsearch {what} failed ({status}): {reason}") from exc
+    except TransportError as exc:
+        raise SearchUnavailable(f"Elasticsearch {what} failed: {type(exc).__name__}: {exc.message}") from exc
+
+
+def answer_bodies(responses: list) -> list[dict[str, Any]]:
+    """The JSON bodies of an ``_msearch``'s responses (``elasticsearch.dsl`` wraps them)."""
+    return [response.to_dict() for response in responses]
 
 
 def shortfall(responses: Iterable[Mapping[str, Any]]) -> str | None:
