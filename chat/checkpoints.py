@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from django.conf import settings
 from django.db import connection
@@ -26,6 +25,7 @@ from django.utils import timezone
 
 from chat.asyncdb import db
 from chat.models import Message
+from config.per_loop import LoopTask, PerLoop
 from monitoring.outages import is_unreachable_error
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,16 @@ log = logging.getLogger(__name__)
 CHECKPOINT_BATCH = 100
 
 
-class _Book:
+class _Book(LoopTask):
     """The answers streaming on one event loop, and what their last checkpoint held."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.live: dict[int, list[str]] = {}
         self.saved: dict[int, int] = {}  # message id -> pieces in its last checkpoint
-        self.task: asyncio.Task | None = None
 
 
-_books: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Book] = weakref.WeakKeyDictionary()
+_books: PerLoop[_Book] = PerLoop(_Book)
 
 
 def track(message_id: int, parts: list[str]) -> None:
@@ -51,20 +51,15 @@ def track(message_id: int, parts: list[str]) -> None:
     interval = settings.CHAT_CHECKPOINT_S
     if interval <= 0:
         return
-    loop = asyncio.get_running_loop()
-    book = _books.get(loop)
-    if book is None:
-        book = _books[loop] = _Book()
+    book = _books.get()
     book.live[message_id] = parts
-    if book.task is None or book.task.done():
-        book.task = loop.create_task(_run(book, interval), name="chat-checkpoints")
+    book.keep(lambda: _run(book, interval), "chat-checkpoints")
 
 
 def untrack(message_id: int) -> None:
     """The answer is about to be written for good: no more checkpoints of it."""
-    try:
-        book = _books[asyncio.get_running_loop()]
-    except (KeyError, RuntimeError):
+    book = _books.peek()
+    if book is None:
         return
     book.live.pop(message_id, None)
     book.saved.pop(message_id, None)
@@ -132,4 +127,4 @@ def _store_checkpoints(grown: list[tuple[int, str]], idle: list[int]) -> None:
 
 def book_for(loop: asyncio.AbstractEventLoop) -> _Book | None:
     """The loop's book (tests)."""
-    return _books.get(loop)
+    return _books.peek(loop)

@@ -8,8 +8,6 @@ them, hence one per loop.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from config.per_loop import PerLoop
 from monitoring.outages import outage
 
 # Redis' failure state in this process, shared by every use (the Django cache, history,
@@ -31,9 +30,7 @@ from monitoring.outages import outage
 REDIS_OUTAGE = outage("redis", retry_s=lambda: settings.RATELIMIT_REDIS_RETRY_S)
 
 # Per loop, per (URL, cluster flag): settings overridden in tests get their own client.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, bool], aioredis.Redis]] = (
-    weakref.WeakKeyDictionary()
-)
+_clients: PerLoop[dict[tuple[str, bool], aioredis.Redis]] = PerLoop(dict)
 
 
 def reconnect_once() -> AsyncRetry:
@@ -58,9 +55,8 @@ def get_redis() -> aioredis.Redis:
     """
     if not settings.REDIS_URL:
         raise RuntimeError("REDIS_URL is not configured")
-    loop = asyncio.get_running_loop()
     cluster = bool(settings.REDIS_CLUSTER)
-    per_loop = _clients.setdefault(loop, {})
+    per_loop = _clients.get()
     client = per_loop.get((settings.REDIS_URL, cluster))
     if client is None and cluster:
         client = RedisCluster.from_url(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from config.per_loop import PerLoop
 from inference.batching import MicroBatcher, chunked
 from inference.clients.triton import TritonClient
 from inference.config import EMBEDDING, RERANKER
@@ -147,16 +147,14 @@ class TritonEmbeddingBackend(EmbeddingBackend):
         )
         self._dim: int | None = None
         # Batchers hold asyncio objects: one set per event loop.
-        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, MicroBatcher]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._batchers: PerLoop[dict[str, MicroBatcher]] = PerLoop(dict)
 
     @property
     def registry(self) -> Registry:
         return self._registry or get_registry()
 
     def _batcher(self, kind: str) -> MicroBatcher:
-        per_loop = self._batchers.setdefault(asyncio.get_running_loop(), {})
+        per_loop = self._batchers.get()
         batcher = per_loop.get(kind)
         if batcher is None:
             run = self._embed_batch if kind == EMBEDDING else self._rerank_batch

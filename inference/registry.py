@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
+from config.per_loop import PerLoop
 from inference.breaker import STATE_VALUES, CircuitBreaker
 from inference.catalog import ModelCatalog
 from inference.config import OPENAI, EndpointConfig, GroupConfig, env_endpoint_specs, env_group_specs
@@ -82,9 +82,7 @@ class EndpointRuntime:
         )
         self.health = HealthState()
         # Clients hold sockets bound to an event loop: one per loop (normally exactly one).
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, AsyncGenerator]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: PerLoop[tuple[Any, AsyncGenerator]] = PerLoop(self._new_client)
         metrics.BREAKER_STATE.labels(self.name).set(0)
 
     def _report_load(self, active: int, waiting: int) -> None:
@@ -109,16 +107,15 @@ class EndpointRuntime:
         ``async_to_sync`` both end with ``loop.shutdown_asyncgens()``), so short-lived
         loops do not leak connections.
         """
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            client = new_client(self.config)
-            entry = self._clients[loop] = (client, _close_at_loop_shutdown(client))
-        return entry[0]
+        return self._clients.get()[0]
+
+    def _new_client(self) -> tuple[Any, AsyncGenerator]:
+        client = new_client(self.config)
+        return client, _close_at_loop_shutdown(client)
 
     async def aclose(self) -> None:
         """Close the clients of the running loop (others close with their loop)."""
-        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        entry = self._clients.pop()
         if entry is not None:
             _client, closer = entry
             await closer.aclose()  # closes the client once, through the shutdown hook

@@ -24,7 +24,6 @@ redis-py's cluster pipeline, which routes each command to its slot's node.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -34,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from chat.gateway.scripts import SCRIPTS
+from config.per_loop import PerLoop
 from config.redis import get_redis
 from monitoring import tracing
 from monitoring.metrics import REDIS_PIPELINE_CALLS
@@ -43,15 +43,7 @@ T = TypeVar("T")
 # What a Redis outage looks like from redis-py and the socket layer.
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _gate() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    gate = _gates.get(loop)
-    if gate is None:
-        gate = _gates[loop] = asyncio.Semaphore(settings.GATEWAY_REDIS_CONCURRENCY)
-    return gate
+_gates: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(settings.GATEWAY_REDIS_CONCURRENCY))
 
 
 def timeout() -> float:
@@ -63,7 +55,7 @@ async def redis_call(fn: Callable[[Any], Awaitable[T]]) -> T:
 
     # asyncio.timeout, not wait_for: no task of its own per call (two event-loop turns and a
     # task object on every round trip of the request path; Python 3.11's wait_for makes one).
-    async with asyncio.timeout(timeout()), _gate():
+    async with asyncio.timeout(timeout()), _gates.get():
         return await fn(get_redis())
 
 
@@ -193,7 +185,7 @@ async def redis_scripts(calls: Calls, extra: Commands | None = None) -> list[Any
     """``run_scripts`` on the hot-path client within ``redis_call``'s time bound, in the event
     loop's group commit (module docstring); raises one of REDIS_ERRORS."""
     async with asyncio.timeout(timeout()):
-        return await _committer().run(calls, extra or [])
+        return await _committers.get().run(calls, extra or [])
 
 
 class _GroupCommit:
@@ -214,7 +206,7 @@ class _GroupCommit:
             self.in_flight += 1  # alone: sent now, from the caller's own task (no task, no future)
             try:
                 REDIS_PIPELINE_CALLS.observe(1)
-                async with _gate():
+                async with _gates.get():
                     return await run_scripts(get_redis(), calls, extra)
             finally:
                 self.in_flight -= 1
@@ -237,7 +229,7 @@ class _GroupCommit:
             if not batch:
                 return
             REDIS_PIPELINE_CALLS.observe(len(batch))
-            async with asyncio.timeout(timeout()), _gate():
+            async with asyncio.timeout(timeout()), _gates.get():
                 replies = await _pipeline(get_redis(), [(calls, extra) for calls, extra, _ in batch])
         except Exception as exc:  # the pipeline as a whole: every caller in it sees the failure
             for *_, reply in batch:
@@ -256,12 +248,4 @@ class _GroupCommit:
             self._next()
 
 
-_committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = weakref.WeakKeyDictionary()
-
-
-def _committer() -> _GroupCommit:
-    loop = asyncio.get_running_loop()
-    committer = _committers.get(loop)
-    if committer is None:
-        committer = _committers[loop] = _GroupCommit()
-    return committer
+_committers: PerLoop[_GroupCommit] = PerLoop(_GroupCommit)

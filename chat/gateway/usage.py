@@ -31,7 +31,6 @@ import random
 import threading
 import time
 import uuid
-import weakref
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from django.utils import timezone
 
 from chat.gateway.scripts import FLUSH_BEGIN_SCRIPT, FLUSH_END_SCRIPT
 from chat.gateway.types import UsageRecord
+from config.per_loop import LoopTask, PerLoop
 from config.redis import key, redis_enabled, sync_redis
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def _apply(batch: str, counts: dict[str, int], report: FlushReport) -> None:
 
 # --- background flusher ----------------------------------------------------------------------
 
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+_flushers: PerLoop[LoopTask] = PerLoop(LoopTask)
 
 
 def ensure_flusher() -> None:
@@ -259,10 +259,7 @@ def ensure_flusher() -> None:
     period = settings.GATEWAY_USAGE_FLUSH_S
     if period <= 0:
         return
-    loop = asyncio.get_running_loop()
-    task = _flushers.get(loop)
-    if task is None or task.done():
-        _flushers[loop] = loop.create_task(_flush_forever(period), name="usage-flush")
+    _flushers.get().keep(lambda: _flush_forever(period), "usage-flush")
 
 
 async def _flush_forever(period: float) -> None:

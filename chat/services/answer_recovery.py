@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import weakref
 from collections import deque
 
 from django.conf import settings
@@ -37,6 +36,7 @@ from chat import history as chat_history
 from chat.asyncdb import db
 from chat.models import Message
 from chat.services.answer_store import Outcome, Stored, store_finish
+from config.per_loop import LoopTask, PerLoop
 from monitoring.metrics import ANSWER_WRITES_DEFERRED, ANSWER_WRITES_PENDING
 from monitoring.outages import is_unreachable_error
 
@@ -53,22 +53,19 @@ MISSED_ROUNDS = 3
 INTERRUPTED = "interrupted"
 
 
-class _Queue:
+class _Queue(LoopTask):
     def __init__(self) -> None:
+        super().__init__()
         self.pending: deque[tuple[Stored, Outcome]] = deque()
-        self.task: asyncio.Task[None] | None = None
 
 
-_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
-_sweeper: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+_queues: PerLoop[_Queue] = PerLoop(_Queue)
+_sweeper: PerLoop[LoopTask] = PerLoop(LoopTask)
 
 
 def defer(stored: Stored, outcome: Outcome) -> None:
     """Write this answer's final state as soon as the database takes it (this process, in order)."""
-    loop = asyncio.get_running_loop()
-    queue = _queues.get(loop)
-    if queue is None:
-        queue = _queues[loop] = _Queue()
+    queue = _queues.get()
     if len(queue.pending) >= MAX_PENDING:
         lost, _ = queue.pending.popleft()
         ANSWER_WRITES_PENDING.dec()
@@ -76,16 +73,12 @@ def defer(stored: Stored, outcome: Outcome) -> None:
     queue.pending.append((stored, outcome))
     ANSWER_WRITES_DEFERRED.inc()
     ANSWER_WRITES_PENDING.inc()
-    if queue.task is None or queue.task.done():
-        queue.task = loop.create_task(_flush(queue), name="chat-deferred-writes")
+    queue.keep(lambda: _flush(queue), "chat-deferred-writes")
 
 
 def pending_count() -> int:
     """Deferred writes of the running loop (tests, the fault suite)."""
-    try:
-        queue = _queues.get(asyncio.get_running_loop())
-    except RuntimeError:
-        return 0
+    queue = _queues.peek()
     return len(queue.pending) if queue else 0
 
 
@@ -143,10 +136,7 @@ async def sweep_soon() -> None:
 
 def start_sweeper() -> None:
     """Run ``sweep_abandoned`` every half ``stale_after_s()`` on the running loop (idempotent)."""
-    loop = asyncio.get_running_loop()
-    task = _sweeper.get(loop)
-    if task is None or task.done():
-        _sweeper[loop] = loop.create_task(_sweep_forever(), name="chat-sweep-abandoned")
+    _sweeper.get().keep(_sweep_forever, "chat-sweep-abandoned")
 
 
 async def _sweep_forever() -> None:

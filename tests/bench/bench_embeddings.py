@@ -51,7 +51,7 @@ async def triton_counts(url: str) -> tuple[float, float]:
 
 
 def _batches_sent(backend: TritonEmbeddingBackend) -> int:
-    per_loop = backend._batchers.get(asyncio.get_running_loop(), {})
+    per_loop = backend._batchers.peek() or {}
     return per_loop[EMBEDDING].batches_sent if EMBEDDING in per_loop else 0
 
 

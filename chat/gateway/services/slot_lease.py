@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from django.conf import settings
 
 from chat.gateway.redis_async import REDIS_ERRORS, redis_scripts
 from chat.gateway.scripts import RENEW_SHA
+from config.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Lease:
     def __init__(self, keys: Sequence[str], member: str) -> None:
         self.keys, self.member = list(keys), member
         self.started = time.monotonic()
-        self._renewer = _renewer()
+        self._renewer = _renewers.get()
         self._renewer.hold(self)
 
     def release(self) -> None:
@@ -100,15 +100,7 @@ class _Renewer:
             log.info("could not renew concurrency slots (%s: %s)", type(exc).__name__, exc)
 
 
-_renewers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Renewer] = weakref.WeakKeyDictionary()
-
-
-def _renewer() -> _Renewer:
-    loop = asyncio.get_running_loop()
-    renewer = _renewers.get(loop)
-    if renewer is None:
-        renewer = _renewers[loop] = _Renewer()
-    return renewer
+_renewers: PerLoop[_Renewer] = PerLoop(_Renewer)
 
 
 def lease(keys: Sequence[str], member: str) -> Lease | None:

@@ -17,11 +17,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-import weakref
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -36,6 +33,7 @@ from elasticsearch import (
 from elasticsearch.dsl import AsyncMultiSearch, Index
 
 from config.local_cache import MISSING, LocalCache
+from config.per_loop import PerLoop
 from knowledge.errors import SearchUnavailable
 from knowledge.search.base import (
     BaseSearchBackend,
@@ -88,8 +86,9 @@ class SearchBackend(BaseSearchBackend):
         self.num_candidates = int(self.params.get("KNN_NUM_CANDIDATES", 100))
         self.refresh_on_write = self.params.get("REFRESH", "wait_for")
         self._sync_client: Elasticsearch | None = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncElasticsearch] = (
-            weakref.WeakKeyDictionary()
+        # httpx (a declared dependency) rather than aiohttp for the async transport.
+        self._async_clients: PerLoop[AsyncElasticsearch] = PerLoop(
+            lambda: AsyncElasticsearch(request_timeout=self.timeout, node_class="httpxasync", **self._client_options())
         )
         self._lock = threading.Lock()
         # Index (or alias) name -> the analyzer it was built with (read from its _meta). Short-lived:
@@ -118,19 +117,12 @@ class SearchBackend(BaseSearchBackend):
 
     def async_client(self) -> AsyncElasticsearch:
         """The client of the running event loop (created on first use in that loop)."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            # httpx (a declared dependency) rather than aiohttp for the async transport.
-            client = AsyncElasticsearch(request_timeout=self.timeout, node_class="httpxasync", **self._client_options())
-            self._async_clients[loop] = client
-        return client
+        return self._async_clients.get()
 
     async def aclose(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            client = self._async_clients.pop(asyncio.get_running_loop(), None)
-            if client is not None:
-                await client.close()
+        client = self._async_clients.pop()
+        if client is not None:
+            await client.close()
 
     def close(self) -> None:
         if self._sync_client is not None:
