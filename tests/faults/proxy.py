@@ -5,6 +5,9 @@ reaches each of them through its own ``FaultProxy``, and ``cut()`` does to the p
 the service stopping does: every open connection is reset (RST, as when a process dies with
 data in flight) and new connections are refused (nothing listens on the port). ``restore()``
 listens again on the same port; connections made from then on reach the service.
+``drop_next_requests()`` kills the open connections more subtly: each looks alive until its
+client next writes, and that write is answered with a reset (a pooled connection that passes
+the pool's check and dies under the request written on it); new connections work.
 
 Runs its own event loop in a daemon thread, so it works under sync and async tests alike.
 """
@@ -16,6 +19,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 
 class FaultProxy:
@@ -26,6 +30,8 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._doomed: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.dropped = 0  # requests answered with a reset by drop_next_requests
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"faultproxy-{name}", daemon=True)
         self._thread.start()
         self.restore()
@@ -39,6 +45,10 @@ class FaultProxy:
     def restore(self) -> None:
         """Accept connections again (on the same port)."""
         self._call(self._listen())
+
+    def drop_next_requests(self) -> None:
+        """Reset each open connection when its client next writes (the write is not passed on)."""
+        self._call(self._doom())
 
     def close(self) -> None:
         self._call(self._cut())
@@ -58,6 +68,9 @@ class FaultProxy:
         if self._server is None:
             self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
 
+    async def _doom(self) -> None:
+        self._doomed |= self._pairs
+
     async def _cut(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -75,18 +88,33 @@ class FaultProxy:
             return
         pair = (client_w, up_w)
         self._pairs.add(pair)
+
+        def doomed() -> bool:
+            if pair not in self._doomed:
+                return False
+            self._doomed.discard(pair)
+            self.dropped += 1
+            _reset(client_w)
+            _reset(up_w)
+            return True
+
         try:
-            await asyncio.gather(_pump(client_r, up_w), _pump(up_r, client_w))
+            await asyncio.gather(_pump(client_r, up_w, doomed), _pump(up_r, client_w))
         finally:
             self._pairs.discard(pair)
+            self._doomed.discard(pair)
             for writer in pair:
                 with contextlib.suppress(Exception):
                     writer.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, doomed: Callable[[], bool] = lambda: False
+) -> None:
     try:
         while data := await reader.read(65536):
+            if doomed():
+                return
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):

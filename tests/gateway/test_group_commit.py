@@ -17,6 +17,7 @@ from chat.gateway.redis_async import pack, redis_scripts
 from chat.gateway.scripts import RENEW_SHA
 from config.redis import get_redis, key, sync_redis
 from monitoring.metrics import REDIS_PIPELINE_CALLS
+from tests.faults.proxy import FaultProxy
 
 pytestmark = [pytest.mark.services]
 
@@ -86,6 +87,46 @@ def test_commands_are_encoded_as_redis_py_encodes_them():
     assert pack(commands) == b"".join(b"".join(Connection().pack_command(*c)) for c in commands)
     with pytest.raises(DataError):
         pack([("SET", "k", True)])
+
+
+async def test_a_connection_that_dies_under_the_written_pipeline_is_retried_once_on_a_new_one(single_redis, settings):
+    # The pool's check at checkout passes (the connection looks idle and alive); the write is
+    # answered with a reset. Only _exchange's retry makes this call succeed.
+    from urllib.parse import urlsplit
+
+    target = urlsplit(settings.REDIS_URL)
+    proxy = FaultProxy(target.hostname or "127.0.0.1", target.port or 6379, name="redis")
+    try:
+        settings.REDIS_URL = f"redis://127.0.0.1:{proxy.port}{target.path or '/0'}"
+        k = key("gc", "dropped")
+        assert await redis_scripts([], [("SET", k, "before")]) == [True]  # a pooled connection, through the proxy
+        proxy.drop_next_requests()
+        assert await redis_scripts([], [("GET", k)]) == [b"before"]
+        assert proxy.dropped == 1
+    finally:
+        await get_redis().aclose()
+        proxy.close()
+
+
+async def test_the_loops_renewer_renews_every_held_lease_in_one_pipeline_per_tick(single_redis, settings):
+    from chat.gateway.services.slot_lease import _renewers, lease
+
+    settings.RATELIMIT_SLOT_TTL_S = 0.9  # a tick every 0.3 s
+    keys = [key("gc", f"lease{i}") for i in range(20)]
+    r = get_redis()
+    for i, k in enumerate(keys):
+        await r.zadd(k, {f"m{i}": 1})
+    before = _sent()
+    held = [lease([k], f"m{i}") for i, k in enumerate(keys)]
+    await asyncio.sleep(0.75)  # two ticks
+    pipelines, _ = (now - then for now, then in zip(_sent(), before, strict=True))
+    scores = [await r.zscore(k, f"m{i}") for i, k in enumerate(keys)]
+    for one in held:
+        one.release()
+    assert all(score > 1 for score in scores), scores  # each renewed: its expiry moved to now + TTL
+    assert 1 <= pipelines <= 2  # 20 leases, one pipeline per tick
+    await asyncio.sleep(0.35)
+    assert _renewers.get().task is None  # nothing held: the task ended
 
 
 async def test_connections_killed_under_the_pool_are_replaced_without_an_error(single_redis):
