@@ -68,3 +68,10 @@ class LoopTask:
         """Run ``start()`` as this object's task unless its task is still running."""
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(start(), name=name)
+            self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        # An ended task still references its loop: kept here, it would keep the loop (the key
+        # of the weak map this object is a value of) alive for good.
+        if self.task is task:
+            self.task = None

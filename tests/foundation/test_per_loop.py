@@ -61,3 +61,17 @@ def test_a_loop_task_is_started_again_only_once_it_has_ended():
 
     asyncio.run(run())
     assert len(started) == 2
+
+
+def test_a_loop_whose_task_ended_is_let_go_with_its_value():
+    tasks: PerLoop[LoopTask] = PerLoop(LoopTask)
+
+    async def forever() -> None:
+        await asyncio.sleep(3600)
+
+    async def run() -> None:
+        tasks.get().keep(forever, "forever")  # cancelled when asyncio.run ends
+
+    asyncio.run(run())
+    gc.collect()
+    assert len(tasks) == 0
