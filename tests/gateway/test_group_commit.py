@@ -108,25 +108,34 @@ async def test_a_connection_that_dies_under_the_written_pipeline_is_retried_once
         proxy.close()
 
 
-async def test_the_loops_renewer_renews_every_held_lease_in_one_pipeline_per_tick(single_redis, settings):
+def test_the_loops_renewer_renews_every_held_lease_in_one_pipeline_per_tick(single_redis, settings):
+    # A loop of its own, as a server process has: the suite's shared loop may hold other tests' leases.
     from chat.gateway.services.slot_lease import _renewers, lease
 
     settings.RATELIMIT_SLOT_TTL_S = 0.9  # a tick every 0.3 s
     keys = [key("gc", f"lease{i}") for i in range(20)]
-    r = get_redis()
-    for i, k in enumerate(keys):
-        await r.zadd(k, {f"m{i}": 1})
-    before = _sent()
-    held = [lease([k], f"m{i}") for i, k in enumerate(keys)]
-    await asyncio.sleep(0.75)  # two ticks
-    pipelines, _ = (now - then for now, then in zip(_sent(), before, strict=True))
-    scores = [await r.zscore(k, f"m{i}") for i, k in enumerate(keys)]
-    for one in held:
-        one.release()
+
+    async def run() -> tuple[float, list, asyncio.Task | None]:
+        r = get_redis()
+        try:
+            for i, k in enumerate(keys):
+                await r.zadd(k, {f"m{i}": 1})
+            before = _sent()
+            held = [lease([k], f"m{i}") for i, k in enumerate(keys)]
+            await asyncio.sleep(0.75)  # two ticks
+            pipelines, _ = (now - then for now, then in zip(_sent(), before, strict=True))
+            scores = [await r.zscore(k, f"m{i}") for i, k in enumerate(keys)]
+            for one in held:
+                one.release()
+            await asyncio.sleep(0.35)
+            return pipelines, scores, _renewers.get().task
+        finally:
+            await r.aclose()
+
+    pipelines, scores, task = asyncio.run(run())
     assert all(score > 1 for score in scores), scores  # each renewed: its expiry moved to now + TTL
     assert 1 <= pipelines <= 2  # 20 leases, one pipeline per tick
-    await asyncio.sleep(0.35)
-    assert _renewers.get().task is None  # nothing held: the task ended
+    assert task is None  # nothing held: the task ended
 
 
 async def test_connections_killed_under_the_pool_are_replaced_without_an_error(single_redis):
