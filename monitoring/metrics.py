@@ -177,7 +177,7 @@ DOCUMENTS_INDEXED = Counter("knowledge_chunks_indexed_total", "Chunks written to
 SEARCH_PARTIAL = Counter(
     "knowledge_search_partial_total",
     "Elasticsearch searches some shards did not answer (search: search, texts, names), "
-    "by what one more try gave (after_retry: whole, partial, failed).",
+    "by what one more try gave (after_retry: whole, partial, failed; not_retried: shards timed out).",
     ["search", "after_retry"],
 )
 

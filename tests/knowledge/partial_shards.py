@@ -2,8 +2,8 @@
 
 What a node dying mid-search does to a search, on demand, for the first ``spoil`` matching
 answers, which a real node kill gives only by chance: ``"partial"`` (a shard's hits missing,
-``_shards.failed`` set, HTTP 200) or ``"failed"`` (every search of the answer an error item:
-503, all shards failed). Everything else is passed through unchanged, over real sockets.
+``_shards.failed`` set, HTTP 200), ``"failed"`` (every search of the answer an error item:
+503, all shards failed) or ``"timed_out"`` (``timed_out`` set, the hits kept). Everything else is passed through unchanged, over real sockets.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class PartialShards:
         self.when = when  # a matching _msearch's body holds these bytes (default: the hybrid search)
         self.spoiled = 0
         self.msearches = 0
+        self.matching = 0  # _msearch requests whose body held ``when``
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -72,9 +73,12 @@ class PartialShards:
             back = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
             if request.path.endswith("/_msearch"):
                 self.msearches += 1
+                self.matching += self.when in body
                 if self.when in body and self.spoiled < self.spoil and upstream.status == 200:
                     self.spoiled += 1
-                    spoiled = (_partial if self.how == "partial" else _failed)(json.loads(answer))
+                    spoiled = {"partial": _partial, "failed": _failed, "timed_out": _timed_out}[self.how](
+                        json.loads(answer)
+                    )
                     answer = json.dumps(spoiled).encode()
             return web.Response(status=upstream.status, body=answer, headers=back)
 
@@ -94,4 +98,11 @@ def _failed(msearch: dict) -> dict:
     """Every search of the answer an error item, as when no copy of any shard answered a phase."""
     error = {"type": "search_phase_execution_exception", "reason": "all shards failed", "phase": "fetch"}
     msearch["responses"] = [{"error": {"root_cause": [], **error}, "status": 503} for _ in msearch["responses"]]
+    return msearch
+
+
+def _timed_out(msearch: dict) -> dict:
+    """Every search of the answer as if a shard had run past the search's ``timeout``."""
+    for response in msearch["responses"]:
+        response["timed_out"] = True
     return msearch

@@ -433,6 +433,17 @@ class TestElasticsearchBackend(BackendContract):
         assert self.ids(results)[0] == world.docs["ko_txt"].pk
         assert _partial_count("search", "whole") == before + 1
 
+    def test_a_search_whose_shards_timed_out_is_served_at_once_never_waited_for_twice(self, world, settings):
+        es = world.backends["elasticsearch"]
+        with PartialShards(es["URLS"][0], spoil=1, how="timed_out") as proxy:
+            settings.SEARCH_BACKENDS = {**world.backends, "elasticsearch": {**es, "URLS": [proxy.url]}}
+            reset_backends()
+            before = _partial_count("search", "not_retried")
+            results = retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
+        assert proxy.spoiled == 1 and proxy.matching == 1  # the search was sent once
+        assert self.ids(results)[0] == world.docs["ko_txt"].pk  # the hits that came back are served
+        assert _partial_count("search", "not_retried") == before + 1
+
     def test_a_search_no_shard_answered_once_is_made_again_and_whole_twice_is_unavailable(self, world, settings):
         from knowledge.errors import SearchUnavailable
 

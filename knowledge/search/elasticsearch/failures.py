@@ -14,14 +14,15 @@ to the copy that answered first, and fail with it. The same search made again a 
 is whole (measured here: one node of three SIGKILLed under six threads of hybrid ``_msearch``
 gave one partial search among 7,130, and one among 12,396, the rest whole; the topology test
 lost a document from one answer's sources that way in CI). So: one more try. A search still
-partial after it (both copies of a shard gone: a red index, or a shard timing out) is served
-as it is, logged and counted: the shards that answered still hold true sources, and no
-sources at all would be the worse answer.
+partial after it (both copies of a shard gone: a red index) is served as it is, logged and
+counted: the shards that answered still hold true sources, and no sources at all would be the
+worse answer. A search whose shards timed out (``ES_TIMEOUT``) is served at once: made again it
+would wait as long again, on an engine already slow, and the request's bound would double.
 
 When no shard answers a phase, the ``_msearch`` item is an error (5xx, "all shards
 failed") rather than a partial answer: the same one more try, then the error as before.
 ``knowledge_search_partial_total{search, after_retry}`` counts the outcomes (whole,
-partial, failed).
+partial, failed; not_retried for a timeout).
 """
 
 from __future__ import annotations
@@ -60,15 +61,19 @@ def answer_bodies(responses: list) -> list[dict[str, Any]]:
     return [response.to_dict() for response in responses]
 
 
+TIMED_OUT = "a shard timed out"
+
+
 def shortfall(responses: Iterable[Mapping[str, Any]]) -> str | None:
-    """Why search responses are not whole (None: every shard of every search answered in time)."""
+    """Why search responses are not whole (None: every shard of every search answered in time);
+    a failed shard is named before a timeout (only a failure is made again)."""
+    timed_out = False
     for response in responses:
         shards = response.get("_shards") or {}
         if shards.get("failed"):
             return f"{shards['failed']} of {shards.get('total', '?')} shards failed"
-        if response.get("timed_out"):
-            return "a shard timed out"
-    return None
+        timed_out = timed_out or bool(response.get("timed_out"))
+    return TIMED_OUT if timed_out else None
 
 
 def described(exc: ApiError) -> tuple[int, str]:
@@ -97,8 +102,14 @@ def _settled(search: str, first: str, again: str | None) -> bool:
         logger.warning("Elasticsearch %s partial twice (%s, then %s): serving the shards that answered",
                        search, first, again)  # fmt: skip
     else:
-        logger.warning("Elasticsearch %s was partial (%s); whole when made again", search, first)
+        logger.warning("Elasticsearch %s whole when made again (the first try: %s)", search, first)
     return again is None
+
+
+def _timed_out(search: str) -> bool:
+    SEARCH_PARTIAL.labels(search, "not_retried").inc()
+    logger.warning("Elasticsearch %s: %s (ES_TIMEOUT); serving the shards that answered", search, TIMED_OUT)
+    return False
 
 
 async def searched(
@@ -114,6 +125,8 @@ async def searched(
     else:
         if (first := shortfall(responses(answer))) is None:
             return answer, True
+        if first == TIMED_OUT:  # made again it would wait as long, on an engine already slow
+            return answer, _timed_out(search)
     try:
         answer = await run()
     except ApiError as exc:
