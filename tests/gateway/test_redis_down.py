@@ -63,8 +63,8 @@ async def test_a_blackholed_redis_is_bounded_by_the_timeout(make_policy, no_defa
 async def test_a_redis_that_accepts_and_never_answers_is_bounded_by_the_timeout(
     make_policy, no_default_policies, settings, namespace
 ):
-    # The hot-path client has no socket timeout (config.redis.get_redis): the callers' own
-    # bound must hold when the connection opens and no reply ever comes (a stopped process).
+    # The connection opens and no reply ever comes (a stopped process): the callers' own bound
+    # (redis_call, redis_scripts) holds, whatever the client's socket timeout.
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(-1)
         writer.close()

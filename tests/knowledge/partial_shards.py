@@ -27,7 +27,6 @@ class PartialShards:
         self.how = how
         self.when = when  # a matching _msearch's body holds these bytes (default: the hybrid search)
         self.spoiled = 0
-        self.msearches = 0
         self.matching = 0  # _msearch requests whose body held ``when``
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -72,7 +71,6 @@ class PartialShards:
             answer = await upstream.read()
             back = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
             if request.path.endswith("/_msearch"):
-                self.msearches += 1
                 self.matching += self.when in body
                 if self.when in body and self.spoiled < self.spoil and upstream.status == 200:
                     self.spoiled += 1

@@ -429,7 +429,7 @@ class TestElasticsearchBackend(BackendContract):
             reset_backends()
             before = _partial_count("search", "whole")
             results = retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
-        assert proxy.spoiled == 1
+        assert proxy.spoiled == 1 and proxy.matching == 2  # partial, then made again
         assert self.ids(results)[0] == world.docs["ko_txt"].pk
         assert _partial_count("search", "whole") == before + 1
 
@@ -461,7 +461,7 @@ class TestElasticsearchBackend(BackendContract):
                     with pytest.raises(SearchUnavailable, match=r"\(503\): all shards failed"):
                         retrieve_sync("철거 보조금은 얼마까지?", top_k=3)
                     assert _partial_count("search", "failed") == failed + 1
-            assert proxy.spoiled == spoil
+            assert proxy.spoiled == spoil and proxy.matching == 2  # never a third try
 
     def test_a_search_some_shards_never_answer_is_served_from_the_shards_that_did(self, world, caplog):
         """A red index behind the alias (its one shard can be allocated nowhere): made again, still

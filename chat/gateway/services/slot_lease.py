@@ -52,7 +52,8 @@ class Lease:
 class _Renewer:
     """The leases of one event loop and the task that renews them (only while there are any)."""
 
-    # No reference to the loop: the renewer is the value of a weak-keyed map of loops.
+    # The value of a weak-keyed map of loops: it references its loop only through its task,
+    # which is dropped when it ends (nothing held), so a finished loop can go.
     __slots__ = ("leases", "period", "task")
 
     def __init__(self) -> None:
